@@ -1,0 +1,3 @@
+from devicecloud.cli import main
+
+main()

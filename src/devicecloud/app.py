@@ -1,0 +1,86 @@
+"""The composition root: wires the core to its adapters and the transports to the core."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from devicecloud import __version__
+from devicecloud.blobs.disk import DiskBlobs
+from devicecloud.bus.memory import MemoryBus
+from devicecloud.config import Settings
+from devicecloud.core.ports import Store
+from devicecloud.core.service import DeviceCloud
+from devicecloud.gateways.ezdata_ws import serve_ezdata_websocket
+from devicecloud.gateways.hub import Hub
+from devicecloud.store import migrate
+from devicecloud.store.sqlite import SqliteStore
+from devicecloud.web import ezdata_http
+from devicecloud.web.responses import ez_error, json_response
+
+
+def sqlite_path(database_url: str) -> Path:
+    """The file of a `sqlite:///path` URL; other databases are not supported by this build."""
+    prefix = "sqlite:///"
+    if not database_url.startswith(prefix):
+        raise SystemExit(f"unsupported database URL: {database_url.split(':', 1)[0]}:...")
+    return Path(database_url[len(prefix):])
+
+
+async def open_store(settings: Settings) -> Store:
+    """Migrate the configured database to the newest schema and open it."""
+    url = settings.resolved_database_url
+    path = sqlite_path(url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(migrate.upgrade, url)
+    return SqliteStore(path)
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok", "version": __version__})
+
+
+async def ezdata_ws(websocket: WebSocket) -> None:
+    state = websocket.app.state
+    await serve_ezdata_websocket(websocket, state.cloud, state.hub)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Unknown paths and methods, and unexpected failures, still answer JSON."""
+    if isinstance(exc, HTTPException):
+        return ez_error(exc.detail, exc.status_code)
+    return ez_error("internal error", 500)
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The ASGI application; its lifespan opens the store and closes it after the last write."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store = await open_store(settings)
+        bus = MemoryBus()
+        app.state.settings = settings
+        app.state.cloud = DeviceCloud(store, bus, DiskBlobs(settings.files_dir))
+        app.state.hub = Hub(bus)
+        try:
+            yield
+        finally:
+            app.state.hub.close()
+            await store.close()
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        WebSocketRoute("/ws", ezdata_ws),
+        *ezdata_http.routes(),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan,
+                     exception_handlers={HTTPException: http_error, Exception: http_error})

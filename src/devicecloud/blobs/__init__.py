@@ -1,0 +1,1 @@
+"""File content stores behind the core's `Blobs` port."""

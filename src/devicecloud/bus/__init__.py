@@ -1,0 +1,1 @@
+"""Event buses behind the core's `Bus` port."""

@@ -1,0 +1,50 @@
+"""The `devicecloud` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import uvicorn
+
+from devicecloud.app import create_app
+from devicecloud.config import Settings
+
+
+def _serve(args: argparse.Namespace) -> None:
+    overrides: dict[str, Any] = {key: value for key, value in vars(args).items()
+                                 if value is not None and key not in ("command", "func")}
+    settings = Settings(**overrides)
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("devicecloud").info(
+        "devicecloud on http://%s:%d, data in %s", settings.host, settings.http_port,
+        settings.data_dir.resolve())
+    config = uvicorn.Config(
+        create_app(settings), host=settings.host, port=settings.http_port,
+        ws_max_size=settings.ws_frame_limit, log_level=settings.log_level.lower(),
+        lifespan="on", timeout_graceful_shutdown=10, server_header=False, ws="websockets-sansio")
+    uvicorn.Server(config).run()
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="devicecloud", description=__doc__)
+    commands = top.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the service (HTTP, WebSocket)")
+    serve.add_argument("--host", help="address to listen on (DEVICECLOUD_HOST, default 0.0.0.0)")
+    serve.add_argument("--http-port", type=int, help="HTTP and WebSocket port (default 8000)")
+    serve.add_argument("--data-dir", help="database and files (default ./devicecloud-data)")
+    serve.add_argument("--public-url", help="base of the links handed out, e.g. https://x.org")
+    serve.add_argument("--database-url", help="default: sqlite:///<data-dir>/devicecloud.db")
+    serve.add_argument("--upload-limit", type=int, help="largest upload in bytes (default 10 MB)")
+    serve.add_argument("--ws-frame-limit", type=int, help="largest WebSocket frame (default 64 KB)")
+    serve.add_argument("--log-level", help="debug, info, warning or error (default info)")
+    serve.set_defaults(func=_serve)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    args.func(args)

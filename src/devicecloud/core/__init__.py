@@ -1,0 +1,1 @@
+"""The rules of devicecloud: plain Python, no transport, no framework, no SQL."""

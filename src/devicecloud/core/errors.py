@@ -1,0 +1,21 @@
+"""Errors the core raises; each transport turns them into its own error format."""
+
+
+class DeviceCloudError(Exception):
+    """A request that cannot be carried out; `str(error)` is a message fit for the client."""
+
+
+class InvalidRequest(DeviceCloudError):
+    """The request is malformed or breaks a rule."""
+
+
+class NotFound(DeviceCloudError):
+    """The thing named does not exist (or is not visible to the caller)."""
+
+
+class Unauthorized(DeviceCloudError):
+    """The token or key is unknown."""
+
+
+class TooLarge(DeviceCloudError):
+    """The request or the message it would cause exceeds a size limit."""

@@ -1,0 +1,51 @@
+"""Events: every change the core commits is announced on the bus as one of these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from devicecloud.core.models import Field
+
+
+class Change(Enum):
+    """What happened to a field; the value is the EzData push command that announces it."""
+
+    ADDED = 109
+    MODIFIED = 107
+    DELETED = 108
+    FILE = 105
+
+
+@dataclass(slots=True, frozen=True)
+class FieldChanged:
+    """A field of a device was added, modified, deleted or given a file.
+
+    `source` says who: "device", "user" or "api". `origin` identifies the live connection that made
+    the change (it receives a reply rather than a push), or is None.
+    """
+
+    device_token: str
+    change: Change
+    field: Field
+    source: str
+    origin: object = None
+
+
+@dataclass(slots=True, frozen=True)
+class DeviceReleased:
+    """A device's binding to its owner was removed."""
+
+    device_token: str
+
+
+@dataclass(slots=True, frozen=True)
+class PresenceChanged:
+    """A device gained its first live connection, or lost its last one."""
+
+    device_token: str
+    online: bool
+    transport: str
+
+
+Event = FieldChanged | DeviceReleased | PresenceChanged

@@ -1,0 +1,191 @@
+"""DeviceCloud: the operations every transport calls, and the rules they follow."""
+
+from __future__ import annotations
+
+import mimetypes
+import posixpath
+import re
+from typing import Any
+
+import orjson
+
+from devicecloud.core.errors import InvalidRequest, NotFound, TooLarge, Unauthorized
+from devicecloud.core.events import Change, DeviceReleased, FieldChanged
+from devicecloud.core.ids import is_token, new_token, normalise_mac, now_ms
+from devicecloud.core.models import Device, Field, HistoryEntry, StoredFile, data_type_of
+from devicecloud.core.ports import Blobs, Bus, Store
+
+MAX_NAME_LENGTH = 128
+MAX_VALUE_BYTES = 60 * 1024
+PUBLIC = "1"
+_UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9._()\- ]+")
+
+
+def check_name(name: object) -> str:
+    """A field name: a non-empty string of at most 128 characters."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidRequest("name cannot be empty")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidRequest(f"name longer than {MAX_NAME_LENGTH} characters")
+    return name
+
+
+def check_value(value: Any) -> Any:
+    """A field value: any JSON value whose encoding fits in 60 KB."""
+    if len(orjson.dumps(value)) > MAX_VALUE_BYTES:
+        raise TooLarge(f"value larger than {MAX_VALUE_BYTES} bytes")
+    return value
+
+
+def safe_file_name(raw: str) -> str:
+    """The base name of a client-supplied path, reduced to harmless characters."""
+    base = posixpath.basename(raw.replace("\\", "/")).strip()
+    base = _UNSAFE_FILE_CHARS.sub("_", base).lstrip(".")
+    return base[:100] or "file"
+
+
+class DeviceCloud:
+    """Devices, their data fields and files. Each write is committed before it returns, then
+    announced on the bus."""
+
+    def __init__(self, store: Store, bus: Bus, blobs: Blobs) -> None:
+        self.store = store
+        self.bus = bus
+        self.blobs = blobs
+        self._devices: dict[str, Device] = {}
+
+    # devices -------------------------------------------------------------------------------
+
+    async def register_mac(self, mac: object, device_type: object) -> Device:
+        """The device with this MAC, created on first sight; its token never changes."""
+        normal = normalise_mac(mac)
+        kind = device_type if isinstance(device_type, str) else ""
+        device = await self.store.register_mac(normal, kind[:64], new_token(), now_ms())
+        self._devices[device.token] = device
+        return device
+
+    async def authenticate(self, token: object) -> Device:
+        """The device owning `token`, or Unauthorized."""
+        if not is_token(token):
+            raise Unauthorized("unknown deviceToken")
+        device = self._devices.get(token)
+        if device is None:
+            device = await self.store.device_by_token(token)
+            if device is None:
+                raise Unauthorized("unknown deviceToken")
+            self._devices[token] = device
+        return device
+
+    async def touch(self, device: Device) -> None:
+        """Record that the device was seen now."""
+        device.last_seen_at = now_ms()
+        await self.store.touch(device.id, device.last_seen_at)
+
+    async def release_owner(self, device: Device) -> None:
+        """Remove the device's binding to its owner; its data stays."""
+        await self.store.set_owner(device.id, None, now_ms())
+        device.owner_id = None
+        self.bus.publish(DeviceReleased(device.token))
+
+    # fields --------------------------------------------------------------------------------
+
+    async def add_field(self, device: Device, name: object, value: Any, *, data_type: object = None,
+                        permissions: str = "0", source: str = "device",
+                        origin: object = None) -> Field:
+        """Add a field; a name already taken is stored as `name(1)`, `name(2)`, ..."""
+        field = await self.store.add_field(
+            device.id, check_name(name), check_value(value), data_type_of(value, data_type),
+            permissions, (new_token(), new_token()), now_ms())
+        self._announce(device, Change.ADDED, field, source, origin)
+        return field
+
+    async def modify_field(self, device: Device, name: object, value: Any, *,
+                           data_type: object = None, source: str = "device",
+                           origin: object = None) -> Field:
+        """Change an existing field's value; an unknown name is NotFound."""
+        checked = check_name(name)
+        field = await self.store.modify_field(
+            device.id, checked, check_value(value),
+            data_type_of(value, data_type),
+            now_ms())
+        if field is None:
+            raise NotFound(f"no data named {checked!r}")
+        self._announce(device, Change.MODIFIED, field, source, origin)
+        return field
+
+    async def upsert_field(self, device: Device, name: object, value: Any, *,
+                           data_type: object = None, permissions: object = None,
+                           source: str = "api", origin: object = None,
+                           change: Change | None = None) -> Field:
+        """Set the field of that name, creating it if needed (the REST API's `add`)."""
+        perms = permissions if isinstance(permissions, str) and permissions else "0"
+        field, added = await self.store.upsert_field(
+            device.id, check_name(name), check_value(value), data_type_of(value, data_type),
+            perms[:8], (new_token(), new_token()), now_ms())
+        kind = change or (Change.ADDED if added else Change.MODIFIED)
+        self._announce(device, kind, field, source, origin)
+        return field
+
+    async def delete_field(self, device: Device, name: object, *, source: str = "device",
+                           origin: object = None) -> Field:
+        """Delete a field and its history; an unknown name is NotFound."""
+        checked = check_name(name)
+        field = await self.store.delete_field(device.id, checked)
+        if field is None:
+            raise NotFound(f"no data named {checked!r}")
+        self._announce(device, Change.DELETED, field, source, origin)
+        return field
+
+    async def get_field(self, device: Device, name: object) -> Field:
+        checked = check_name(name)
+        field = await self.store.get_field(device.id, checked)
+        if field is None:
+            raise NotFound(f"no data named {checked!r}")
+        return field
+
+    async def list_fields(self, device: Device) -> list[Field]:
+        return await self.store.list_fields(device.id)
+
+    async def history(self, field: Field, page: int = 1,
+                      size: int = 100) -> tuple[list[HistoryEntry], int]:
+        """A page (1-based, at most 1000 rows) of the field's values, newest first."""
+        size = max(1, min(size, 1000))
+        return await self.store.history(field.id, size, (max(page, 1) - 1) * size)
+
+    async def public_field(self, data_token: object) -> Field:
+        """A field read through its `dataToken`: only if its permissions make it public."""
+        field = None
+        if is_token(data_token):
+            field = await self.store.field_by_data_token(data_token)
+        if field is None or field.permissions != PUBLIC:
+            raise NotFound("no public data with this dataToken")
+        return field
+
+    # files ---------------------------------------------------------------------------------
+
+    async def store_file(self, device: Device, name: object, file_name: str, data: bytes,
+                         base_url: str, *, source: str = "device",
+                         origin: object = None) -> Field:
+        """Keep an uploaded file and point the field `name` at its URL (announced as 105)."""
+        checked = check_name(name)
+        base = safe_file_name(file_name)
+        content_type = mimetypes.guess_type(base)[0] or "application/octet-stream"
+        if "." not in base:
+            base += mimetypes.guess_extension(content_type) or ".bin"
+        stored = StoredFile(new_token(), device.id, checked, base, content_type, len(data),
+                            now_ms())
+        await self.blobs.put(stored.id, data)
+        await self.store.add_file(stored)
+        url = f"{base_url}/files/{stored.id}/{base}"
+        return await self.upsert_field(device, checked, url, data_type="file", source=source,
+                                       origin=origin, change=Change.FILE)
+
+    async def get_file(self, file_id: str) -> StoredFile:
+        stored = await self.store.get_file(file_id) if is_token(file_id) else None
+        if stored is None:
+            raise NotFound("no such file")
+        return stored
+
+    def _announce(self, device: Device, change: Change, field: Field, source: str,
+                  origin: object) -> None:
+        self.bus.publish(FieldChanged(device.token, change, field, source, origin))

@@ -1,0 +1,1 @@
+"""Gateways: turn a transport's bytes into core calls, and core events into bytes."""

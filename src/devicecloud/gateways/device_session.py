@@ -1,0 +1,128 @@
+"""One live EzData device connection, whatever carries it (WebSocket or MQTT)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from devicecloud.core.errors import DeviceCloudError
+from devicecloud.core.events import Change, FieldChanged
+from devicecloud.core.models import Device, Field
+from devicecloud.core.service import DeviceCloud
+from devicecloud.gateways.hub import Hub
+from devicecloud.gateways.outbox import Outbox, Slot
+from devicecloud.protocols import ezdata
+from devicecloud.protocols.ezdata import ProtocolError, Request
+
+log = logging.getLogger(__name__)
+
+
+def push_body(event: FieldChanged) -> dict[str, Any]:
+    """The body of the push announcing `event`: the record, or for a file its URL."""
+    field = event.field
+    if event.change is Change.FILE:
+        return {"deviceToken": event.device_token, "name": field.name, "value": field.value}
+    return field.record()
+
+
+class DeviceSession:
+    """Logs a device in, answers its requests in order, and queues pushes for it."""
+
+    def __init__(self, cloud: DeviceCloud, hub: Hub, outbox: Outbox, transport: str,
+                 value_on_top: bool = False) -> None:
+        self.cloud = cloud
+        self.hub = hub
+        self.outbox = outbox
+        self.transport = transport
+        self.value_on_top = value_on_top
+        self.device: Device | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def receive(self, data: bytes | str) -> None:
+        """Handle one message; a login is finished before the next message is read."""
+        try:
+            message = ezdata.parse(data)
+        except ProtocolError as problem:
+            self.outbox.answer(self.outbox.expect(False), ezdata.error(str(problem), problem.cmd))
+            return
+        if isinstance(message, ezdata.Ping):
+            self.outbox.answer(self.outbox.expect(False), ezdata.PONG)
+        elif isinstance(message, ezdata.Login):
+            slot = self.outbox.expect(False)
+            self.outbox.answer(slot, await self._login(message.token))
+        else:
+            slot = self.outbox.expect(True)
+            task = asyncio.create_task(self._serve(slot, message))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def push_change(self, event: FieldChanged) -> None:
+        body = push_body(event)
+        self.outbox.push(event.field.name, ezdata.reply(
+            event.change.value, body, event.field.value, self.value_on_top))
+
+    async def close(self) -> None:
+        """Forget the connection; requests already received are still carried out."""
+        if self.device is not None:
+            self.hub.leave(self.device.token, self)
+        self.outbox.close()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.device is not None:
+            await self.cloud.touch(self.device)
+
+    async def _login(self, token: str) -> bytes | str:
+        try:
+            device = await self.cloud.authenticate(token)
+        except DeviceCloudError as problem:
+            return ezdata.error(str(problem))
+        if self.device is not device:
+            if self.device is not None:
+                self.hub.leave(self.device.token, self)
+            self.device = device
+            self.hub.join(device.token, self)
+        await self.cloud.touch(device)
+        return ezdata.LOGIN_OK
+
+    async def _serve(self, slot: Slot, request: Request) -> None:
+        try:
+            answer = await self._dispatch(request)
+        except ProtocolError as problem:
+            answer = ezdata.error(str(problem), problem.cmd)
+        except DeviceCloudError as problem:
+            answer = ezdata.error(str(problem), request.cmd)
+        except Exception:
+            log.exception("request %s failed", request.cmd)
+            answer = ezdata.error("internal error", request.cmd)
+        self.outbox.answer(slot, answer)
+
+    def _one(self, cmd: int, field: Field, body: Any) -> bytes:
+        return ezdata.reply(cmd, body, field.value, self.value_on_top)
+
+    async def _dispatch(self, request: Request) -> bytes:
+        device = self.device
+        cmd, body = request.cmd, request.body
+        if device is None:
+            raise ProtocolError('not logged in: send {"deviceToken": "..."} first', cmd)
+        if request.token is not None and request.token != device.token:
+            raise ProtocolError("deviceToken does not match this connection's login", cmd)
+        cloud = self.cloud
+        if cmd == 103:
+            return ezdata.reply(103, [f.record() for f in await cloud.list_fields(device)])
+        if cmd == 112:
+            raise ProtocolError("pairing codes are not available on this server", cmd)
+        name = ezdata.require(body, "name", cmd)
+        if cmd == 104:
+            field = await cloud.get_field(device, name)
+            return self._one(104, field, field.record())
+        if cmd == 102:
+            field = await cloud.delete_field(device, name, origin=self)
+        elif cmd == 100:
+            field = await cloud.add_field(device, name, ezdata.require(body, "value", cmd),
+                                          data_type=body.get("dataType"), origin=self)
+        else:
+            field = await cloud.modify_field(device, name, ezdata.require(body, "value", cmd),
+                                             data_type=body.get("dataType"), origin=self)
+        short = {"deviceToken": device.token, "name": field.name, "value": field.value}
+        return self._one(cmd, field, short)

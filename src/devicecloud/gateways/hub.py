@@ -1,0 +1,52 @@
+"""The live connections of this process, by device token, and the pushes the bus asks for."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from devicecloud.core.events import Event, FieldChanged, PresenceChanged
+from devicecloud.core.ports import Bus
+
+
+class LiveConnection(Protocol):
+    transport: str
+
+    def push_change(self, event: FieldChanged) -> None: ...
+
+
+class Hub:
+    """Knows which live connections this process holds for each device token."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+        self._live: dict[str, set[LiveConnection]] = {}
+        self._unsubscribe = bus.subscribe(self._on_event)
+
+    def join(self, token: str, connection: LiveConnection) -> None:
+        """Register a logged-in connection; the device's first one makes it online."""
+        live = self._live.setdefault(token, set())
+        live.add(connection)
+        if len(live) == 1:
+            self._bus.publish(PresenceChanged(token, True, connection.transport))
+
+    def leave(self, token: str, connection: LiveConnection) -> None:
+        """Forget a connection; the device's last one leaving makes it offline."""
+        live = self._live.get(token)
+        if live is None or connection not in live:
+            return
+        live.discard(connection)
+        if not live:
+            del self._live[token]
+            self._bus.publish(PresenceChanged(token, False, connection.transport))
+
+    def connections(self, token: str) -> frozenset[LiveConnection]:
+        return frozenset(self._live.get(token, ()))
+
+    def close(self) -> None:
+        self._unsubscribe()
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, FieldChanged):
+            for connection in tuple(self._live.get(event.device_token, ())):
+                if connection is not event.origin:
+                    connection.push_change(event)

@@ -1,0 +1,105 @@
+"""The EzData2 device envelope (WebSocket and MQTT): parse device messages, format replies.
+
+Replies are compact JSON with numeric `code` and `cmd`, because some firmwares search the raw
+text for `"code":200` and `"cmd":105`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+LOGIN_OK = "device Login successful"
+PONG = "pong"
+ERROR_CMD = 500
+REQUEST_TYPES = frozenset({100, 101, 102, 103, 104, 112})
+_REQUEST_ALIASES = {"DEVICE_DATA_LIST": 103}
+
+
+class ProtocolError(Exception):
+    """A message the device got wrong; answered with code 500 and `cmd` (500 or the request's)."""
+
+    def __init__(self, message: str, cmd: int = ERROR_CMD) -> None:
+        super().__init__(message)
+        self.cmd = cmd
+
+
+@dataclass(slots=True, frozen=True)
+class Login:
+    token: str
+
+
+@dataclass(slots=True, frozen=True)
+class Ping:
+    token: object
+
+
+@dataclass(slots=True, frozen=True)
+class Request:
+    token: object
+    cmd: int
+    body: dict[str, Any]
+
+
+Message = Login | Ping | Request
+
+
+def _request_type(raw: object) -> int:
+    if isinstance(raw, bool):
+        raise ProtocolError("requestType must be a number")
+    if isinstance(raw, str):
+        raw = _REQUEST_ALIASES.get(raw.strip(), raw.strip())
+        if isinstance(raw, str) and raw.isdigit():
+            raw = int(raw)
+    if isinstance(raw, int) and raw in REQUEST_TYPES:
+        return raw
+    if raw is None:
+        raise ProtocolError("missing requestType")
+    raise ProtocolError(f"unknown requestType: {str(raw)[:20]}")
+
+
+def parse(data: bytes | str) -> Message:
+    """One device message: a login, a heartbeat or a request. Raises ProtocolError."""
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise ProtocolError("invalid JSON") from None
+    if not isinstance(doc, dict):
+        raise ProtocolError("message must be a JSON object")
+    token = doc.get("deviceToken")
+    if "body" not in doc:
+        if not isinstance(token, str) or not token:
+            raise ProtocolError("missing deviceToken")
+        return Login(token)
+    body = doc["body"]
+    if body == "ping":
+        return Ping(token)
+    if not isinstance(body, dict):
+        raise ProtocolError("body must be an object with a requestType, or \"ping\"")
+    return Request(token, _request_type(body.get("requestType")), body)
+
+
+def require(body: dict[str, Any], key: str, cmd: int) -> Any:
+    """`body[key]`, or a ProtocolError naming what is missing."""
+    if key not in body:
+        raise ProtocolError(f"missing {key}", cmd)
+    return body[key]
+
+
+def dumps(doc: Any) -> bytes:
+    return orjson.dumps(doc)
+
+
+def reply(cmd: int, body: Any, value: Any = None, with_value: bool = False) -> bytes:
+    """A success envelope; `with_value` adds the field's value at the top level (MQTT)."""
+    doc: dict[str, Any] = {"body": body, "cmd": cmd, "code": 200, "msg": "OK"}
+    if with_value:
+        doc["value"] = value
+    return orjson.dumps(doc)
+
+
+def error(message: str, cmd: int = ERROR_CMD) -> bytes:
+    """An error envelope: code 500, a readable msg, data null."""
+    return orjson.dumps({"cmd": cmd, "code": 500, "msg": message, "data": None})

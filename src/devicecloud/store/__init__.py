@@ -1,0 +1,1 @@
+"""Durable storage adapters behind the core's `Store` port."""

@@ -1,0 +1,111 @@
+"""Group commit: one writer thread runs every queued job in one transaction, then answers all.
+
+Jobs that arrive while a transaction is committing wait for the next one, so a burst of N changes
+costs one fsync rather than N. A caller's future is settled only after its transaction committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Job = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
+_STOP = None
+
+
+class GroupCommitter:
+    """Owns one SQLite connection on one thread; `call(fn, *args)` runs `fn(conn, *args)` there."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], max_batch: int = 2000) -> None:
+        self._connect = connect
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
+        self._thread.start()
+        self.batches = 0
+        self.jobs = 0
+
+    def call(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Queue `fn(conn, *args)`; the future resolves after the transaction holding it commits."""
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._queue.put((fn, args, future))
+        return future
+
+    async def close(self) -> None:
+        """Finish every job queued so far, then close the connection."""
+        self._queue.put(_STOP)
+        await asyncio.to_thread(self._thread.join)
+
+    def _run(self) -> None:
+        conn = self._connect()
+        try:
+            while True:
+                job = self._queue.get()
+                if job is _STOP:
+                    return
+                batch = [job]
+                stop = False
+                while len(batch) < self._max_batch:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is _STOP:
+                        stop = True
+                        break
+                    batch.append(more)
+                self._loop.call_soon_threadsafe(_settle, batch, self._commit(conn, batch))
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[Job]) -> list[tuple[bool, Any]]:
+        self.batches += 1
+        self.jobs += len(batch)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            outcomes = [(True, fn(conn, *args)) for fn, args, _ in batch]
+            conn.execute("COMMIT")
+            return outcomes
+        except Exception as error:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if len(batch) == 1:
+                log.exception("database job failed")
+                return [(False, error)]
+        # One job spoiled the batch: run each in its own transaction so only it fails.
+        return [self._alone(conn, job) for job in batch]
+
+    @staticmethod
+    def _alone(conn: sqlite3.Connection, job: Job) -> tuple[bool, Any]:
+        fn, args, _ = job
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            result = fn(conn, *args)
+            conn.execute("COMMIT")
+            return True, result
+        except Exception as error:  # handed to the caller, whose request fails alone
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            log.exception("database job failed")
+            return False, error
+
+
+def _settle(batch: list[Job], outcomes: list[tuple[bool, Any]]) -> None:
+    for (_, _, future), (ok, value) in zip(batch, outcomes, strict=True):
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)

@@ -1,0 +1,65 @@
+"""The tables, as SQLAlchemy Core metadata (the source of truth for migrations)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+devices = Table(
+    "devices", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("mac", String(12), nullable=False, unique=True),
+    Column("token", String(32), nullable=False, unique=True),
+    Column("device_type", String(64), nullable=False, server_default=""),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("last_seen_at", BigInteger),
+    Column("owner_id", Integer, index=True),
+)
+
+fields = Table(
+    "fields", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("data_token", String(32), nullable=False, unique=True),
+    Column("device_id", Integer, ForeignKey("devices.id"), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("value", Text, nullable=False),
+    Column("data_type", String(16), nullable=False),
+    Column("permissions", String(8), nullable=False, server_default="0"),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    UniqueConstraint("device_id", "name", name="uq_fields_device_name"),
+)
+
+field_history = Table(
+    "field_history", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("field_id", String(32), nullable=False),
+    Column("value", Text, nullable=False),
+    Column("data_type", String(16), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_field_history_field", "field_id", "id"),
+)
+
+files = Table(
+    "files", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("device_id", Integer, ForeignKey("devices.id"), nullable=False, index=True),
+    Column("field_name", String(128), nullable=False),
+    Column("file_name", String(128), nullable=False),
+    Column("content_type", String(128), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)

@@ -1,0 +1,230 @@
+"""The SQLite store: WAL with synchronous=FULL, every write group-committed on one thread."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from devicecloud.core.models import Device, Field, HistoryEntry, StoredFile, deduplicated_name
+from devicecloud.store.group_commit import GroupCommitter
+
+_FIELD_COLUMNS = "id, data_token, device_id, name, value, data_type, permissions, created_at, " \
+                 "updated_at"
+_DEVICE_COLUMNS = "id, mac, token, device_type, created_at, updated_at, last_seen_at, owner_id"
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection tuned for durable group commit."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                           cached_statements=256)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+def _device(row: tuple[Any, ...]) -> Device:
+    return Device(*row)
+
+
+def _field(row: tuple[Any, ...]) -> Field:
+    fid, data_token, device_id, name, value, data_type, permissions, created, updated = row
+    return Field(fid, data_token, device_id, name, orjson.loads(value), data_type, permissions,
+                 created, updated)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# Jobs: each runs on the writer thread inside the current transaction. ---------------------------
+
+def _register_mac(conn: sqlite3.Connection, mac: str, device_type: str, token: str,
+                  now: int) -> Device:
+    conn.execute("INSERT INTO devices (mac, token, device_type, created_at, updated_at) "
+                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (mac) DO UPDATE SET "
+                 "device_type = CASE WHEN excluded.device_type != '' "
+                 "THEN excluded.device_type ELSE devices.device_type END, "
+                 "updated_at = excluded.updated_at, last_seen_at = excluded.updated_at",
+                 (mac, token, device_type, now, now))
+    row = conn.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE mac = ?", (mac,)).fetchone()
+    return _device(row)
+
+
+def _device_by_token(conn: sqlite3.Connection, token: str) -> Device | None:
+    row = conn.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE token = ?",
+                       (token,)).fetchone()
+    return _device(row) if row else None
+
+
+def _set_owner(conn: sqlite3.Connection, device_id: int, owner_id: int | None, now: int) -> None:
+    conn.execute("UPDATE devices SET owner_id = ?, updated_at = ? WHERE id = ?",
+                 (owner_id, now, device_id))
+
+
+def _touch(conn: sqlite3.Connection, device_id: int, now: int) -> None:
+    conn.execute("UPDATE devices SET last_seen_at = ? WHERE id = ?", (now, device_id))
+
+
+def _history(conn: sqlite3.Connection, field_id: str, value: str, data_type: str,
+             now: int) -> None:
+    conn.execute("INSERT INTO field_history (field_id, value, data_type, created_at) "
+                 "VALUES (?, ?, ?, ?)", (field_id, value, data_type, now))
+
+
+def _insert_field(conn: sqlite3.Connection, device_id: int, name: str, value: Any,
+                  data_type: str, permissions: str, ids: tuple[str, str], now: int) -> Field:
+    encoded = orjson.dumps(value).decode()
+    conn.execute(f"INSERT INTO fields ({_FIELD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 (ids[0], ids[1], device_id, name, encoded, data_type, permissions, now, now))
+    _history(conn, ids[0], encoded, data_type, now)
+    return Field(ids[0], ids[1], device_id, name, value, data_type, permissions, now, now)
+
+
+def _add_field(conn: sqlite3.Connection, device_id: int, name: str, value: Any, data_type: str,
+               permissions: str, ids: tuple[str, str], now: int) -> Field:
+    taken = {row[0] for row in conn.execute(
+        "SELECT name FROM fields WHERE device_id = ? AND (name = ? OR name LIKE ? ESCAPE '\\')",
+        (device_id, name, _escape_like(name) + "(%)"))}
+    return _insert_field(conn, device_id, deduplicated_name(name, taken), value, data_type,
+                         permissions, ids, now)
+
+
+def _modify_field(conn: sqlite3.Connection, device_id: int, name: str, value: Any,
+                  data_type: str | None, now: int) -> Field | None:
+    encoded = orjson.dumps(value).decode()
+    row = conn.execute(
+        "UPDATE fields SET value = ?, data_type = COALESCE(?, data_type), updated_at = ? "
+        f"WHERE device_id = ? AND name = ? RETURNING {_FIELD_COLUMNS}",
+        (encoded, data_type, now, device_id, name)).fetchone()
+    if row is None:
+        return None
+    field = _field(row)
+    _history(conn, field.id, encoded, field.data_type, now)
+    return field
+
+
+def _upsert_field(conn: sqlite3.Connection, device_id: int, name: str, value: Any,
+                  data_type: str, permissions: str, ids: tuple[str, str],
+                  now: int) -> tuple[Field, bool]:
+    field = _modify_field(conn, device_id, name, value, data_type, now)
+    if field is not None:
+        return field, False
+    return _insert_field(conn, device_id, name, value, data_type, permissions, ids, now), True
+
+
+def _delete_field(conn: sqlite3.Connection, device_id: int, name: str) -> Field | None:
+    row = conn.execute(f"DELETE FROM fields WHERE device_id = ? AND name = ? "
+                       f"RETURNING {_FIELD_COLUMNS}", (device_id, name)).fetchone()
+    if row is None:
+        return None
+    conn.execute("DELETE FROM field_history WHERE field_id = ?", (row[0],))
+    return _field(row)
+
+
+def _get_field(conn: sqlite3.Connection, device_id: int, name: str) -> Field | None:
+    row = conn.execute(f"SELECT {_FIELD_COLUMNS} FROM fields WHERE device_id = ? AND name = ?",
+                       (device_id, name)).fetchone()
+    return _field(row) if row else None
+
+
+def _list_fields(conn: sqlite3.Connection, device_id: int) -> list[Field]:
+    rows = conn.execute(f"SELECT {_FIELD_COLUMNS} FROM fields WHERE device_id = ? "
+                        "ORDER BY created_at, name", (device_id,))
+    return [_field(row) for row in rows]
+
+
+def _field_by_data_token(conn: sqlite3.Connection, data_token: str) -> Field | None:
+    row = conn.execute(f"SELECT {_FIELD_COLUMNS} FROM fields WHERE data_token = ?",
+                       (data_token,)).fetchone()
+    return _field(row) if row else None
+
+
+def _history_page(conn: sqlite3.Connection, field_id: str, limit: int,
+                  offset: int) -> tuple[list[HistoryEntry], int]:
+    total = conn.execute("SELECT COUNT(*) FROM field_history WHERE field_id = ?",
+                         (field_id,)).fetchone()[0]
+    rows = conn.execute("SELECT value, data_type, created_at FROM field_history "
+                        "WHERE field_id = ? ORDER BY id DESC LIMIT ? OFFSET ?",
+                        (field_id, limit, offset))
+    return [HistoryEntry(orjson.loads(v), t, c) for v, t, c in rows], total
+
+
+def _add_file(conn: sqlite3.Connection, f: StoredFile) -> None:
+    conn.execute("INSERT INTO files (id, device_id, field_name, file_name, content_type, size, "
+                 "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 (f.id, f.device_id, f.field_name, f.file_name, f.content_type, f.size,
+                  f.created_at))
+
+
+def _get_file(conn: sqlite3.Connection, file_id: str) -> StoredFile | None:
+    row = conn.execute("SELECT id, device_id, field_name, file_name, content_type, size, "
+                       "created_at FROM files WHERE id = ?", (file_id,)).fetchone()
+    return StoredFile(*row) if row else None
+
+
+class SqliteStore:
+    """The `Store` port on one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self._writer = GroupCommitter(lambda: connect(path))
+
+    @property
+    def stats(self) -> tuple[int, int]:
+        """(transactions committed, jobs run): their ratio is the mean group size."""
+        return self._writer.batches, self._writer.jobs
+
+    async def register_mac(self, mac: str, device_type: str, token: str, now: int) -> Device:
+        return await self._writer.call(_register_mac, mac, device_type, token, now)
+
+    async def device_by_token(self, token: str) -> Device | None:
+        return await self._writer.call(_device_by_token, token)
+
+    async def set_owner(self, device_id: int, owner_id: int | None, now: int) -> None:
+        await self._writer.call(_set_owner, device_id, owner_id, now)
+
+    async def touch(self, device_id: int, now: int) -> None:
+        await self._writer.call(_touch, device_id, now)
+
+    async def add_field(self, device_id: int, name: str, value: Any, data_type: str,
+                        permissions: str, ids: tuple[str, str], now: int) -> Field:
+        return await self._writer.call(_add_field, device_id, name, value, data_type,
+                                       permissions, ids, now)
+
+    async def modify_field(self, device_id: int, name: str, value: Any, data_type: str | None,
+                           now: int) -> Field | None:
+        return await self._writer.call(_modify_field, device_id, name, value, data_type, now)
+
+    async def upsert_field(self, device_id: int, name: str, value: Any, data_type: str,
+                           permissions: str, ids: tuple[str, str],
+                           now: int) -> tuple[Field, bool]:
+        return await self._writer.call(_upsert_field, device_id, name, value, data_type,
+                                       permissions, ids, now)
+
+    async def delete_field(self, device_id: int, name: str) -> Field | None:
+        return await self._writer.call(_delete_field, device_id, name)
+
+    async def get_field(self, device_id: int, name: str) -> Field | None:
+        return await self._writer.call(_get_field, device_id, name)
+
+    async def list_fields(self, device_id: int) -> list[Field]:
+        return await self._writer.call(_list_fields, device_id)
+
+    async def field_by_data_token(self, data_token: str) -> Field | None:
+        return await self._writer.call(_field_by_data_token, data_token)
+
+    async def history(self, field_id: str, limit: int,
+                      offset: int) -> tuple[list[HistoryEntry], int]:
+        return await self._writer.call(_history_page, field_id, limit, offset)
+
+    async def add_file(self, file: StoredFile) -> None:
+        await self._writer.call(_add_file, file)
+
+    async def get_file(self, file_id: str) -> StoredFile | None:
+        return await self._writer.call(_get_file, file_id)
+
+    async def close(self) -> None:
+        await self._writer.close()

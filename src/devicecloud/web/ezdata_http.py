@@ -1,0 +1,210 @@
+"""EzData over HTTP: registration, file uploads, and the REST API of UiFlow2's EzData blocks."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from devicecloud.config import Settings
+from devicecloud.core.errors import DeviceCloudError, InvalidRequest, NotFound, TooLarge
+from devicecloud.core.models import Device, Field, HistoryEntry
+from devicecloud.core.service import DeviceCloud
+from devicecloud.web.responses import ez_error, ez_ok
+from devicecloud.web.uploads import read_body, read_form
+
+JSON_BODY_LIMIT = 256 * 1024
+Handler = Callable[[Request], Awaitable[Any]]
+
+
+def _cloud(request: Request) -> DeviceCloud:
+    cloud: DeviceCloud = request.app.state.cloud
+    return cloud
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def ezdata(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap a handler's result as `{"code":200,...}` and its failures as `{"code":500,...}`."""
+
+    @functools.wraps(handler)
+    async def endpoint(request: Request) -> Response:
+        try:
+            return ez_ok(await handler(request))
+        except TooLarge as problem:
+            return ez_error(str(problem), 413)
+        except DeviceCloudError as problem:
+            return ez_error(str(problem))
+        except MultiPartException as problem:
+            return ez_error(f"malformed multipart body: {problem.message}", 400)
+
+    return endpoint
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(await read_body(request, JSON_BODY_LIMIT))
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("invalid JSON") from None
+    if not isinstance(doc, dict):
+        raise InvalidRequest("body must be a JSON object")
+    return doc
+
+
+def _required(doc: Any, key: str) -> Any:
+    if key not in doc:
+        raise InvalidRequest(f"missing {key}")
+    return doc[key]
+
+
+async def _device(request: Request) -> Device:
+    return await _cloud(request).authenticate(request.path_params["token"])
+
+
+def _history_rows(field: Field, rows: list[HistoryEntry], total: int) -> dict[str, Any]:
+    return {"rows": [{"name": field.name, "value": row.value, "dataType": row.data_type,
+                      "createTime": str(row.created_at)} for row in rows],
+            "total": total}
+
+
+def _page(request: Request) -> tuple[int, int]:
+    query = request.query_params
+    page = query.get("pageNum") or query.get("page") or "1"
+    size = query.get("pageSize") or query.get("size") or "100"
+    if not (page.isdigit() and size.isdigit()):
+        raise InvalidRequest("page and size must be positive integers")
+    return int(page), int(size)
+
+
+async def _store_upload(request: Request, device: Device | None) -> dict[str, Any]:
+    cloud = _cloud(request)
+    settings = _settings(request)
+    form = await read_form(request, settings.upload_limit)
+    if device is None:
+        device = await cloud.authenticate(form.get("deviceToken"))
+    name = form.get("name")
+    upload = form.get("file")
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidRequest("name cannot be empty")
+    if not isinstance(upload, UploadFile):
+        raise InvalidRequest("file cannot be empty")
+    field = await cloud.store_file(device, name, upload.filename or name, await upload.read(),
+                                   settings.base_url(str(request.base_url)))
+    return {"deviceToken": device.token, "name": field.name, "value": field.value}
+
+
+# Device endpoints -----------------------------------------------------------------------------
+
+@ezdata
+async def register_mac(request: Request) -> str:
+    body = await _json_object(request)
+    device = await _cloud(request).register_mac(body.get("mac"), body.get("deviceType"))
+    return device.token
+
+
+@ezdata
+async def upload_device_file(request: Request) -> dict[str, Any]:
+    return await _store_upload(request, None)
+
+
+@ezdata
+async def release_user(request: Request) -> None:
+    await _cloud(request).release_owner(await _device(request))
+
+
+# The REST API, by device token ------------------------------------------------------------------
+
+@ezdata
+async def add(request: Request) -> dict[str, Any]:
+    device = await _device(request)
+    body = await _json_object(request)
+    field = await _cloud(request).upsert_field(
+        device, body.get("name"), _required(body, "value"), data_type=body.get("dataType"),
+        permissions=body.get("permissions"), source="api")
+    return field.record(times_as_text=True)
+
+
+@ezdata
+async def upload_file(request: Request) -> dict[str, Any]:
+    return await _store_upload(request, await _device(request))
+
+
+@ezdata
+async def data_by_key(request: Request) -> dict[str, Any]:
+    field = await _cloud(request).get_field(await _device(request), request.path_params["key"])
+    return field.record(times_as_text=True)
+
+
+@ezdata
+async def history_by_key(request: Request) -> dict[str, Any]:
+    cloud = _cloud(request)
+    field = await cloud.get_field(await _device(request), request.path_params["key"])
+    return _history_rows(field, *await cloud.history(field, *_page(request)))
+
+
+@ezdata
+async def list_fields(request: Request) -> dict[str, Any]:
+    fields = await _cloud(request).list_fields(await _device(request))
+    return {"rows": [field.record(times_as_text=True) for field in fields], "total": len(fields)}
+
+
+@ezdata
+async def delete(request: Request) -> dict[str, Any]:
+    field = await _cloud(request).delete_field(await _device(request),
+                                               request.path_params["key"], source="api")
+    return field.record(times_as_text=True)
+
+
+# Public reads by data token -----------------------------------------------------------------------
+
+@ezdata
+async def public_data(request: Request) -> dict[str, Any]:
+    field = await _cloud(request).public_field(request.path_params["data_token"])
+    return field.record(times_as_text=True)
+
+
+@ezdata
+async def public_history(request: Request) -> dict[str, Any]:
+    cloud = _cloud(request)
+    field = await cloud.public_field(request.path_params["data_token"])
+    return _history_rows(field, *await cloud.history(field, *_page(request)))
+
+
+async def download(request: Request) -> Response:
+    """A stored file, at a URL that ends in the file's own name and extension."""
+    cloud = _cloud(request)
+    try:
+        stored = await cloud.get_file(request.path_params["file_id"])
+    except NotFound as problem:
+        return ez_error(str(problem), 404)
+    path = cloud.blobs.local_path(stored.id)
+    if path is None or request.path_params["name"] != stored.file_name:
+        return ez_error("no such file", 404)
+    return FileResponse(path, media_type=stored.content_type)
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/api/v2/device/registerMac", register_mac, methods=["POST"]),
+        Route("/api/v2/device/uploadDeviceFile", upload_device_file, methods=["POST"]),
+        Route("/api/v2/device/releaseUser/{token}", release_user, methods=["POST"]),
+        Route("/api/v2/{token}/add", add, methods=["POST"]),
+        Route("/api/v2/{token}/uploadFile", upload_file, methods=["POST"]),
+        Route("/api/v2/{token}/dataByKey/{key:path}", data_by_key, methods=["GET"]),
+        Route("/api/v2/{token}/historyByKey/{key:path}", history_by_key, methods=["GET"]),
+        Route("/api/v2/{token}/list", list_fields, methods=["GET"]),
+        Route("/api/v2/{token}/delete/{key:path}", delete, methods=["DELETE"]),
+        Route("/api/v2/{data_token}/data", public_data, methods=["GET"]),
+        Route("/api/v2/{data_token}/history", public_history, methods=["GET"]),
+        Route("/files/{file_id}/{name}", download, methods=["GET", "HEAD"]),
+    ]
