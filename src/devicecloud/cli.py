@@ -5,12 +5,21 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
+from types import FrameType
 from typing import Any
 
 import uvicorn
 
 from devicecloud.app import create_app
 from devicecloud.config import Settings
+
+
+class GracefulServer(uvicorn.Server):
+    """Stops on SIGINT or SIGTERM once in-flight work is answered, then exits with status 0."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -26,7 +35,7 @@ def _serve(args: argparse.Namespace) -> None:
         create_app(settings), host=settings.host, port=settings.http_port,
         ws_max_size=settings.ws_frame_limit, log_level=settings.log_level.lower(),
         lifespan="on", timeout_graceful_shutdown=10, server_header=False, ws="websockets-sansio")
-    uvicorn.Server(config).run()
+    GracefulServer(config).run()
 
 
 def parser() -> argparse.ArgumentParser:

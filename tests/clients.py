@@ -1,0 +1,53 @@
+"""Test clients that send what real firmware sends, over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+
+
+class WsDevice:
+    """An EzData device on `/ws`, framing requests the way the Tab5 client does (with spaces)."""
+
+    def __init__(self, ws: ClientConnection, token: str) -> None:
+        self.ws = ws
+        self.token = token
+
+    @classmethod
+    async def connect(cls, ws_url: str, token: str, login: bool = True,
+                      **options: Any) -> WsDevice:
+        device = cls(await connect(ws_url, **options), token)
+        if login:
+            await device.send({"deviceToken": token})
+            assert await device.recv() == "device Login successful"
+        return device
+
+    async def send(self, message: Any) -> None:
+        await self.ws.send(message if isinstance(message, str | bytes) else json.dumps(message))
+
+    async def recv(self, timeout: float = 2.0) -> str:
+        data = await asyncio.wait_for(self.ws.recv(), timeout)
+        assert isinstance(data, str), "the server must answer with text frames"
+        return data
+
+    async def recv_json(self, timeout: float = 2.0) -> Any:
+        return json.loads(await self.recv(timeout))
+
+    async def request(self, request_type: int | str, **body: Any) -> Any:
+        await self.send({"deviceToken": self.token,
+                         "body": {**body, "requestType": request_type}})
+        return await self.recv_json()
+
+    async def silent(self, seconds: float = 0.3) -> bool:
+        """True if nothing arrives within `seconds`."""
+        try:
+            await asyncio.wait_for(self.ws.recv(), seconds)
+        except TimeoutError:
+            return True
+        return False
+
+    async def close(self) -> None:
+        await self.ws.close()

@@ -1,0 +1,101 @@
+"""Shared fixtures: a real devicecloud process on a free port, and clients that talk to it."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def random_mac() -> str:
+    return secrets.token_hex(6).upper()
+
+
+@dataclass
+class Server:
+    """A `devicecloud serve` child process."""
+
+    data_dir: Path
+    http_port: int = field(default_factory=free_port)
+    extra_args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.http_port}/ws"
+
+    def start(self, timeout: float = 20.0) -> Server:
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}-{self.http_port}.log"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
+        command = [sys.executable, "-m", "devicecloud", "serve", "--host", "127.0.0.1",
+                   "--http-port", str(self.http_port), "--data-dir", str(self.data_dir),
+                   "--log-level", "warning", *self.extra_args]
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                        env={**os.environ, **self.env})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError(f"server did not start:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def register(self, mac: str | None = None, device_type: str = "basic") -> str:
+        reply = httpx.post(f"{self.url}/api/v2/device/registerMac",
+                           json={"deviceType": device_type, "mac": mac or random_mac()})
+        body = reply.json()
+        assert body["code"] == 200, body
+        token: str = body["data"]
+        return token
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server shared by the tests that only need a running service (each uses new devices)."""
+    instance = Server(tmp_path_factory.mktemp("shared") / "data").start()
+    yield instance
+    assert instance.stop() == 0, instance.log()
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[Server]:
+    """A server of the test's own, for tests that stop or reconfigure it."""
+    instance = Server(tmp_path / "data")
+    yield instance
+    if instance.process is not None and instance.process.poll() is None:
+        instance.stop(signal.SIGKILL)
