@@ -99,3 +99,13 @@ def own_server(tmp_path: Path) -> Iterator[Server]:
     yield instance
     if instance.process is not None and instance.process.poll() is None:
         instance.stop(signal.SIGKILL)
+
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under CI=true a skipped test is a failure: CI must prove everything."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if os.environ.get("CI", "").lower() == "true" and skipped:
+        reporter.write_line(f"CI=true: {len(skipped)} test(s) skipped; failing the run", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

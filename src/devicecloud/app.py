@@ -61,6 +61,13 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return ez_error("internal error", 500)
 
 
+async def drain(app: Starlette) -> None:
+    """Before connections close: answer every request already received."""
+    hub: Hub | None = getattr(app.state, "hub", None)
+    if hub is not None:
+        await hub.drain()
+
+
 def create_app(settings: Settings) -> Starlette:
     """The ASGI application; its lifespan opens the store and closes it after the last write."""
 

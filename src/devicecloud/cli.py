@@ -3,19 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import socket
 from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
 import uvicorn
+from starlette.applications import Starlette
 
-from devicecloud.app import create_app
+from devicecloud.app import create_app, drain
 from devicecloud.config import Settings
 
 
 class GracefulServer(uvicorn.Server):
     """Stops on SIGINT or SIGTERM once in-flight work is answered, then exits with status 0."""
+
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self.app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:  # no new connections while the live ones finish
+            server.close()
+        try:
+            await asyncio.wait_for(drain(self.app), self.config.timeout_graceful_shutdown)
+        except TimeoutError:
+            logging.getLogger("devicecloud").error("stopping with requests still unanswered")
+        await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
@@ -31,11 +47,12 @@ def _serve(args: argparse.Namespace) -> None:
     logging.getLogger("devicecloud").info(
         "devicecloud on http://%s:%d, data in %s", settings.host, settings.http_port,
         settings.data_dir.resolve())
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings), host=settings.host, port=settings.http_port,
+        app, host=settings.host, port=settings.http_port,
         ws_max_size=settings.ws_frame_limit, log_level=settings.log_level.lower(),
         lifespan="on", timeout_graceful_shutdown=10, server_header=False, ws="websockets-sansio")
-    GracefulServer(config).run()
+    GracefulServer(config, app).run()
 
 
 def parser() -> argparse.ArgumentParser:

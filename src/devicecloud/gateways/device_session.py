@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from devicecloud.core.errors import DeviceCloudError
@@ -30,13 +31,15 @@ class DeviceSession:
     """Logs a device in, answers its requests in order, and queues pushes for it."""
 
     def __init__(self, cloud: DeviceCloud, hub: Hub, outbox: Outbox, transport: str,
-                 value_on_top: bool = False) -> None:
+                 flushed: Callable[[], Awaitable[object]], value_on_top: bool = False) -> None:
         self.cloud = cloud
         self.hub = hub
         self.outbox = outbox
         self.transport = transport
         self.value_on_top = value_on_top
         self.device: Device | None = None
+        self.draining = False
+        self._flushed = flushed
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def receive(self, data: bytes | str) -> None:
@@ -51,6 +54,9 @@ class DeviceSession:
         elif isinstance(message, ezdata.Login):
             slot = self.outbox.expect(False)
             self.outbox.answer(slot, await self._login(message.token))
+        elif self.draining:
+            self.outbox.answer(self.outbox.expect(True),
+                               ezdata.error("server is shutting down", message.cmd))
         else:
             slot = self.outbox.expect(True)
             task = asyncio.create_task(self._serve(slot, message))
@@ -61,6 +67,12 @@ class DeviceSession:
         body = push_body(event)
         self.outbox.push(event.field.name, ezdata.reply(
             event.change.value, body, event.field.value, self.value_on_top))
+
+    async def drain(self) -> None:
+        self.draining = True
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._flushed()
 
     async def close(self) -> None:
         """Forget the connection; requests already received are still carried out."""

@@ -18,8 +18,11 @@ PUSH_PACING_SECONDS = 2.0
 async def _send_all(websocket: WebSocket, queue: asyncio.Queue[Payload]) -> None:
     while True:
         data = await queue.get()
-        # Text frames only: firmwares ignore binary frames.
-        await websocket.send_text(data if isinstance(data, str) else data.decode())
+        try:
+            # Text frames only: firmwares ignore binary frames.
+            await websocket.send_text(data if isinstance(data, str) else data.decode())
+        finally:
+            queue.task_done()
 
 
 async def serve_ezdata_websocket(websocket: WebSocket, cloud: DeviceCloud, hub: Hub) -> None:
@@ -27,7 +30,7 @@ async def serve_ezdata_websocket(websocket: WebSocket, cloud: DeviceCloud, hub: 
     await websocket.accept()
     queue: asyncio.Queue[Payload] = asyncio.Queue()
     session = DeviceSession(cloud, hub, Outbox(queue.put_nowait, PUSH_PACING_SECONDS),
-                            "websocket")
+                            "websocket", queue.join)
     sender = asyncio.create_task(_send_all(websocket, queue))
     try:
         while True:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 from devicecloud.core.events import Event, FieldChanged, PresenceChanged
@@ -12,6 +13,10 @@ class LiveConnection(Protocol):
     transport: str
 
     def push_change(self, event: FieldChanged) -> None: ...
+
+    async def drain(self) -> None:
+        """Refuse new requests; return once every request received so far is answered."""
+        ...
 
 
 class Hub:
@@ -41,6 +46,11 @@ class Hub:
 
     def connections(self, token: str) -> frozenset[LiveConnection]:
         return frozenset(self._live.get(token, ()))
+
+    async def drain(self) -> None:
+        """Let every live connection answer what it has received (used when stopping)."""
+        everyone = {c for live in self._live.values() for c in live}
+        await asyncio.gather(*(c.drain() for c in everyone), return_exceptions=True)
 
     def close(self) -> None:
         self._unsubscribe()
