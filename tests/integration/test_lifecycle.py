@@ -60,3 +60,18 @@ async def test_data_and_tokens_survive_a_restart(own_server: Server) -> None:
     device = await WsDevice.connect(own_server.ws_url, token)
     assert (await device.request(104, name="kept"))["body"]["value"] == {"a": 1}
     await device.close()
+
+
+def test_settings_from_flags_and_environment(own_server: Server) -> None:
+    own_server.extra_args = ("--public-url", "https://devices.example.org/")
+    own_server.env = {"DEVICECLOUD_UPLOAD_LIMIT": "2000"}
+    own_server.start()
+    token = own_server.register()
+    upload = f"{own_server.url}/api/v2/device/uploadDeviceFile"
+    small = httpx.post(upload, data={"deviceToken": token, "name": "f"},
+                       files={"file": ("a.png", b"x" * 100, "image/png")}).json()
+    assert small["data"]["value"].startswith("https://devices.example.org/files/")
+    big = httpx.post(upload, data={"deviceToken": token, "name": "g"},
+                     files={"file": ("b.png", b"x" * 3000, "image/png")})
+    assert big.status_code == 413
+    assert own_server.stop(signal.SIGINT) == 0
