@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from devicecloud.core.errors import DeviceCloudError
@@ -41,27 +41,32 @@ class DeviceSession:
         self.draining = False
         self._flushed = flushed
         self._tasks: set[asyncio.Task[None]] = set()
+        self._login: asyncio.Task[None] | None = None
 
-    async def receive(self, data: bytes | str) -> None:
-        """Handle one message; a login is finished before the next message is read."""
+    def receive(self, data: bytes | str, before: Callable[[], None] | None = None) -> None:
+        """Take one message; its answer goes out in turn, after `before()` if given."""
         try:
             message = ezdata.parse(data)
         except ProtocolError as problem:
-            self.outbox.answer(self.outbox.expect(False), ezdata.error(str(problem), problem.cmd))
+            slot = self.outbox.expect(False, before)
+            self.outbox.answer(slot, ezdata.error(str(problem), problem.cmd))
             return
         if isinstance(message, ezdata.Ping):
-            self.outbox.answer(self.outbox.expect(False), ezdata.PONG)
+            self.outbox.answer(self.outbox.expect(False, before), ezdata.PONG)
         elif isinstance(message, ezdata.Login):
-            slot = self.outbox.expect(False)
-            self.outbox.answer(slot, await self._login(message.token))
+            self._login = self._start(self._log_in(self.outbox.expect(False, before),
+                                                   message.token))
         elif self.draining:
-            self.outbox.answer(self.outbox.expect(True),
+            self.outbox.answer(self.outbox.expect(True, before),
                                ezdata.error("server is shutting down", message.cmd))
         else:
-            slot = self.outbox.expect(True)
-            task = asyncio.create_task(self._serve(slot, message))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start(self._serve(self.outbox.expect(True, before), message))
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def push_change(self, event: FieldChanged) -> None:
         body = push_body(event)
@@ -84,20 +89,28 @@ class DeviceSession:
         if self.device is not None:
             await self.cloud.touch(self.device)
 
-    async def _login(self, token: str) -> bytes | str:
+    def attach(self, device: Device) -> None:
+        """From now on this connection speaks for `device` and receives its pushes."""
+        if self.device is device:
+            return
+        if self.device is not None:
+            self.hub.leave(self.device.token, self)
+        self.device = device
+        self.hub.join(device.token, self)
+
+    async def _log_in(self, slot: Slot, token: str) -> None:
         try:
             device = await self.cloud.authenticate(token)
         except DeviceCloudError as problem:
-            return ezdata.error(str(problem))
-        if self.device is not device:
-            if self.device is not None:
-                self.hub.leave(self.device.token, self)
-            self.device = device
-            self.hub.join(device.token, self)
+            self.outbox.answer(slot, ezdata.error(str(problem)))
+            return
+        self.attach(device)
+        self.outbox.answer(slot, ezdata.LOGIN_OK)
         await self.cloud.touch(device)
-        return ezdata.LOGIN_OK
 
     async def _serve(self, slot: Slot, request: Request) -> None:
+        if self._login is not None and not self._login.done():
+            await asyncio.wait([self._login])
         try:
             answer = await self._dispatch(request)
         except ProtocolError as problem:
@@ -133,6 +146,10 @@ class DeviceSession:
         elif cmd == 100:
             field = await cloud.add_field(device, name, ezdata.require(body, "value", cmd),
                                           data_type=body.get("dataType"), origin=self)
+        elif request.upsert:
+            field = await cloud.upsert_field(device, name, ezdata.require(body, "value", cmd),
+                                             data_type=body.get("dataType"), source="device",
+                                             origin=self)
         else:
             field = await cloud.modify_field(device, name, ezdata.require(body, "value", cmd),
                                              data_type=body.get("dataType"), origin=self)

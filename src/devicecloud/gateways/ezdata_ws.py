@@ -38,7 +38,7 @@ async def serve_ezdata_websocket(websocket: WebSocket, cloud: DeviceCloud, hub: 
             if message["type"] == "websocket.disconnect":
                 break
             text = message.get("text")
-            await session.receive(text if text is not None else message.get("bytes") or b"")
+            session.receive(text if text is not None else message.get("bytes") or b"")
     except WebSocketDisconnect:
         pass
     finally:

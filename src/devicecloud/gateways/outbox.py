@@ -18,13 +18,15 @@ Payload = bytes | str
 
 
 class Slot:
-    """A place in the answer order, filled when the answer is ready."""
+    """A place in the answer order, filled when the answer is ready; `before` runs just before
+    the answer is written (MQTT sends its PUBACK there, once the change is committed)."""
 
-    __slots__ = ("data", "releases_pacing")
+    __slots__ = ("before", "data", "releases_pacing")
 
-    def __init__(self, releases_pacing: bool) -> None:
+    def __init__(self, releases_pacing: bool, before: Callable[[], None] | None) -> None:
         self.data: Payload | None = None
         self.releases_pacing = releases_pacing
+        self.before = before
 
 
 class Outbox:
@@ -39,9 +41,10 @@ class Outbox:
         self._timer: asyncio.TimerHandle | None = None
         self.closed = False
 
-    def expect(self, releases_pacing: bool = True) -> Slot:
+    def expect(self, releases_pacing: bool = True,
+               before: Callable[[], None] | None = None) -> Slot:
         """Reserve the next place in the answer order."""
-        slot = Slot(releases_pacing)
+        slot = Slot(releases_pacing, before)
         self._slots.append(slot)
         return slot
 
@@ -67,6 +70,8 @@ class Outbox:
             while slots and slots[0].data is not None:
                 slot = slots.popleft()
                 assert slot.data is not None
+                if slot.before is not None:
+                    slot.before()
                 self._write(slot.data)
                 if slot.releases_pacing and self._paced:
                     self._release()

@@ -38,9 +38,12 @@ class Ping:
 
 @dataclass(slots=True, frozen=True)
 class Request:
+    """A device request; `upsert` marks StamPLC's `set(...)`, answered like 101."""
+
     token: object
     cmd: int
     body: dict[str, Any]
+    upsert: bool = False
 
 
 Message = Login | Ping | Request
@@ -62,6 +65,9 @@ def _request_type(raw: object) -> int:
 
 def parse(data: bytes | str) -> Message:
     """One device message: a login, a heartbeat or a request. Raises ProtocolError."""
+    if data[:4] in (b"get(", b"set(", "get(", "set("):
+        text = data if isinstance(data, str) else data.decode("utf-8", "replace")
+        return parse_text_command(text)
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -79,6 +85,34 @@ def parse(data: bytes | str) -> Message:
     if not isinstance(body, dict):
         raise ProtocolError("body must be an object with a requestType, or \"ping\"")
     return Request(token, _request_type(body.get("requestType")), body)
+
+
+def parse_text_command(text: str) -> Request:
+    """StamPLC's `get(<token>,<key>)` and `set(<token>,<key>,<JSON value>,<dataType>)`.
+
+    The JSON value may itself contain commas: split off the first two commas and the last one.
+    """
+    text = text.strip()
+    verb, _, rest = text.partition("(")
+    if not rest.endswith(")") or verb not in ("get", "set"):
+        raise ProtocolError("unknown text command: expected get(...) or set(...)")
+    args = rest[:-1]
+    if verb == "get":
+        token, comma, key = args.partition(",")
+        if not comma or not key:
+            raise ProtocolError("get needs a token and a key")
+        return Request(token.strip(), 104, {"name": key.strip()})
+    token, _, rest = args.partition(",")
+    key, _, rest = rest.partition(",")
+    raw_value, comma, data_type = rest.rpartition(",")
+    if not comma or not key:
+        raise ProtocolError("set needs a token, a key, a JSON value and a data type", 101)
+    try:
+        value = orjson.loads(raw_value)
+    except orjson.JSONDecodeError:
+        raise ProtocolError("set: the value is not valid JSON", 101) from None
+    return Request(token.strip(), 101, {"name": key.strip(), "value": value,
+                                        "dataType": data_type.strip()}, upsert=True)
 
 
 def require(body: dict[str, Any], key: str, cmd: int) -> Any:
