@@ -34,6 +34,7 @@ class Server:
 
     data_dir: Path
     http_port: int = field(default_factory=free_port)
+    mqtt_port: int = field(default_factory=free_port)
     extra_args: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
@@ -51,7 +52,8 @@ class Server:
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-{self.http_port}.log"
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
         command = [sys.executable, "-m", "devicecloud", "serve", "--host", "127.0.0.1",
-                   "--http-port", str(self.http_port), "--data-dir", str(self.data_dir),
+                   "--http-port", str(self.http_port),
+                   "--mqtt-port", str(self.mqtt_port), "--data-dir", str(self.data_dir),
                    "--log-level", "warning", *self.extra_args]
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                         env={**os.environ, **self.env})

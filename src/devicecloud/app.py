@@ -22,6 +22,7 @@ from devicecloud.core.ports import Store
 from devicecloud.core.service import DeviceCloud
 from devicecloud.gateways.ezdata_ws import serve_ezdata_websocket
 from devicecloud.gateways.hub import Hub
+from devicecloud.gateways.mqtt_listener import MqttListener
 from devicecloud.store import migrate
 from devicecloud.store.sqlite import SqliteStore
 from devicecloud.web import ezdata_http
@@ -62,7 +63,10 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def drain(app: Starlette) -> None:
-    """Before connections close: answer every request already received."""
+    """Before connections close: take no new ones, answer every request already received."""
+    listener: MqttListener | None = getattr(app.state, "mqtt", None)
+    if listener is not None:
+        listener.stop_accepting()
     hub: Hub | None = getattr(app.state, "hub", None)
     if hub is not None:
         await hub.drain()
@@ -75,13 +79,20 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = await open_store(settings)
         bus = MemoryBus()
-        app.state.settings = settings
-        app.state.cloud = DeviceCloud(store, bus, DiskBlobs(settings.files_dir))
-        app.state.hub = Hub(bus)
+        cloud = DeviceCloud(store, bus, DiskBlobs(settings.files_dir))
+        hub = Hub(bus)
+        listener = None
+        if settings.mqtt_port:
+            listener = MqttListener(cloud, hub, settings.host, settings.mqtt_port)
+            await listener.start()
+        app.state.settings, app.state.cloud, app.state.hub = settings, cloud, hub
+        app.state.mqtt = listener
         try:
             yield
         finally:
-            app.state.hub.close()
+            if listener is not None:
+                await listener.stop()
+            hub.close()
             await store.close()
 
     routes = [

@@ -45,8 +45,8 @@ def _serve(args: argparse.Namespace) -> None:
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("devicecloud").info(
-        "devicecloud on http://%s:%d, data in %s", settings.host, settings.http_port,
-        settings.data_dir.resolve())
+        "devicecloud on http://%s:%d (MQTT port %s), data in %s", settings.host,
+        settings.http_port, settings.mqtt_port or "off", settings.data_dir.resolve())
     app = create_app(settings)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.http_port,
@@ -61,6 +61,7 @@ def parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the service (HTTP, WebSocket)")
     serve.add_argument("--host", help="address to listen on (DEVICECLOUD_HOST, default 0.0.0.0)")
     serve.add_argument("--http-port", type=int, help="HTTP and WebSocket port (default 8000)")
+    serve.add_argument("--mqtt-port", type=int, help="built-in MQTT listener (1883; 0: none)")
     serve.add_argument("--data-dir", help="database and files (default ./devicecloud-data)")
     serve.add_argument("--public-url", help="base of the links handed out, e.g. https://x.org")
     serve.add_argument("--database-url", help="default: sqlite:///<data-dir>/devicecloud.db")

@@ -15,6 +15,7 @@ class Settings(BaseSettings):
 
     host: str = "0.0.0.0"
     http_port: int = 8000
+    mqtt_port: int = 1883
     data_dir: Path = Path("./devicecloud-data")
     public_url: str = ""
     database_url: str = ""
