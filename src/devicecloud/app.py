@@ -18,6 +18,7 @@ from devicecloud import __version__
 from devicecloud.blobs.disk import DiskBlobs
 from devicecloud.bus.memory import MemoryBus
 from devicecloud.config import Settings
+from devicecloud.core.accounts import Accounts
 from devicecloud.core.ports import Store
 from devicecloud.core.service import DeviceCloud
 from devicecloud.gateways.ezdata_ws import serve_ezdata_websocket
@@ -86,6 +87,7 @@ def create_app(settings: Settings) -> Starlette:
             listener = MqttListener(cloud, hub, settings.host, settings.mqtt_port)
             await listener.start()
         app.state.settings, app.state.cloud, app.state.hub = settings, cloud, hub
+        app.state.accounts = Accounts(store)
         app.state.mqtt = listener
         try:
             yield

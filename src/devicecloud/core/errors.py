@@ -19,3 +19,7 @@ class Unauthorized(DeviceCloudError):
 
 class TooLarge(DeviceCloudError):
     """The request or the message it would cause exceeds a size limit."""
+
+
+class Conflict(DeviceCloudError):
+    """The request collides with existing state (an email taken, a device bound elsewhere)."""

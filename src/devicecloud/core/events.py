@@ -33,6 +33,15 @@ class FieldChanged:
 
 
 @dataclass(slots=True, frozen=True)
+class DeviceBound:
+    """A device was bound to an account (the device is told with push 106)."""
+
+    device_token: str
+    account_id: int
+    display_name: str
+
+
+@dataclass(slots=True, frozen=True)
 class DeviceReleased:
     """A device's binding to its owner was removed."""
 
@@ -48,4 +57,4 @@ class PresenceChanged:
     transport: str
 
 
-Event = FieldChanged | DeviceReleased | PresenceChanged
+Event = FieldChanged | DeviceBound | DeviceReleased | PresenceChanged

@@ -90,3 +90,15 @@ def deduplicated_name(name: str, taken: set[str]) -> str:
     while f"{name}({n})" in taken:
         n += 1
     return f"{name}({n})"
+
+
+@dataclass(slots=True)
+class Account:
+    """A person (or company) using the console and the management APIs."""
+
+    id: int
+    email: str
+    display_name: str
+    phone: str
+    open_api_key: str
+    created_at: int

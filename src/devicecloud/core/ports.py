@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from devicecloud.core.events import Event
-from devicecloud.core.models import Device, Field, HistoryEntry, StoredFile
+from devicecloud.core.models import Account, Device, Field, HistoryEntry, StoredFile
 
 
 class Store(Protocol):
@@ -19,6 +19,29 @@ class Store(Protocol):
     async def device_by_token(self, token: str) -> Device | None: ...
 
     async def set_owner(self, device_id: int, owner_id: int | None, now: int) -> None: ...
+
+    async def bind_device(self, device_id: int, owner_id: int, now: int) -> bool:
+        """Make `owner_id` the device's owner unless another account owns it; True if it does."""
+        ...
+
+    async def devices_of(self, owner_id: int) -> list[Device]: ...
+
+    async def create_account(self, email: str, password_hash: str, display_name: str,
+                             phone: str, open_api_key: str, now: int) -> Account | None:
+        """A new account; None if the email is taken."""
+        ...
+
+    async def account_login(self, email: str) -> tuple[Account, str] | None:
+        """The account with this email and its password hash."""
+        ...
+
+    async def account_by_id(self, account_id: int) -> Account | None: ...
+
+    async def account_by_api_key(self, open_api_key: str) -> Account | None: ...
+
+    async def update_account(self, account_id: int, changes: dict[str, str], now: int) -> None:
+        """Set some of `display_name`, `phone`, `open_api_key`, `password_hash`."""
+        ...
 
     async def touch(self, device_id: int, now: int) -> None:
         """Record that the device was seen at `now`."""

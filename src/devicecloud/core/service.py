@@ -9,10 +9,17 @@ from typing import Any
 
 import orjson
 
-from devicecloud.core.errors import InvalidRequest, NotFound, TooLarge, Unauthorized
-from devicecloud.core.events import Change, DeviceReleased, FieldChanged
+from devicecloud.core.errors import Conflict, InvalidRequest, NotFound, TooLarge, Unauthorized
+from devicecloud.core.events import Change, DeviceBound, DeviceReleased, FieldChanged
 from devicecloud.core.ids import is_token, new_token, normalise_mac, now_ms
-from devicecloud.core.models import Device, Field, HistoryEntry, StoredFile, data_type_of
+from devicecloud.core.models import (
+    Account,
+    Device,
+    Field,
+    HistoryEntry,
+    StoredFile,
+    data_type_of,
+)
 from devicecloud.core.ports import Blobs, Bus, Store
 
 MAX_NAME_LENGTH = 128
@@ -80,6 +87,18 @@ class DeviceCloud:
         """Record that the device was seen now."""
         device.last_seen_at = now_ms()
         await self.store.touch(device.id, device.last_seen_at)
+
+    async def bind(self, device: Device, account: Account) -> None:
+        """Bind the device to `account` (again is fine); a device bound elsewhere is Conflict.
+        The device is told with push 106."""
+        if not await self.store.bind_device(device.id, account.id, now_ms()):
+            raise Conflict("this device is bound to another account; release it there first")
+        device.owner_id = account.id
+        self.bus.publish(DeviceBound(device.token, account.id,
+                                     account.display_name or account.email))
+
+    async def devices_of(self, account: Account) -> list[Device]:
+        return await self.store.devices_of(account.id)
 
     async def release_owner(self, device: Device) -> None:
         """Remove the device's binding to its owner; its data stays."""

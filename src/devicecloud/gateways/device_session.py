@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from devicecloud.core.errors import DeviceCloudError
-from devicecloud.core.events import Change, FieldChanged
 from devicecloud.core.models import Device, Field
 from devicecloud.core.service import DeviceCloud
 from devicecloud.gateways.hub import Hub
@@ -17,14 +16,6 @@ from devicecloud.protocols import ezdata
 from devicecloud.protocols.ezdata import ProtocolError, Request
 
 log = logging.getLogger(__name__)
-
-
-def push_body(event: FieldChanged) -> dict[str, Any]:
-    """The body of the push announcing `event`: the record, or for a file its URL."""
-    field = event.field
-    if event.change is Change.FILE:
-        return {"deviceToken": event.device_token, "name": field.name, "value": field.value}
-    return field.record()
 
 
 class DeviceSession:
@@ -68,10 +59,9 @@ class DeviceSession:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def push_change(self, event: FieldChanged) -> None:
-        body = push_body(event)
-        self.outbox.push(event.field.name, ezdata.reply(
-            event.change.value, body, event.field.value, self.value_on_top))
+    def push(self, key: str, cmd: int, body: Any, field: bool) -> None:
+        value = body["value"] if field else None
+        self.outbox.push(key, ezdata.reply(cmd, body, value, field and self.value_on_top))
 
     async def drain(self) -> None:
         self.draining = True

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Any, Protocol
 
-from devicecloud.core.events import Event, FieldChanged, PresenceChanged
+from devicecloud.core.events import Change, DeviceBound, Event, FieldChanged, PresenceChanged
 from devicecloud.core.ports import Bus
 
 
 class LiveConnection(Protocol):
     transport: str
 
-    def push_change(self, event: FieldChanged) -> None: ...
+    def push(self, key: str, cmd: int, body: Any, field: bool) -> None:
+        """Queue push `cmd`; pushes with the same key coalesce. `field`: about one field, whose
+        value is `body["value"]`."""
+        ...
 
     async def drain(self) -> None:
         """Refuse new requests; return once every request received so far is answered."""
@@ -57,6 +60,19 @@ class Hub:
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, FieldChanged):
+            body = push_body(event)
             for connection in tuple(self._live.get(event.device_token, ())):
                 if connection is not event.origin:
-                    connection.push_change(event)
+                    connection.push(event.field.name, event.change.value, body, True)
+        elif isinstance(event, DeviceBound):
+            body = {"deviceToken": event.device_token, "userName": event.display_name}
+            for connection in tuple(self._live.get(event.device_token, ())):
+                connection.push("\0bound", 106, body, False)
+
+
+def push_body(event: FieldChanged) -> dict[str, Any]:
+    """The body of the push announcing `event`: the record, or for a file its URL."""
+    field = event.field
+    if event.change is Change.FILE:
+        return {"deviceToken": event.device_token, "name": field.name, "value": field.value}
+    return field.record()

@@ -8,7 +8,14 @@ from typing import Any
 
 import orjson
 
-from devicecloud.core.models import Device, Field, HistoryEntry, StoredFile, deduplicated_name
+from devicecloud.core.models import (
+    Account,
+    Device,
+    Field,
+    HistoryEntry,
+    StoredFile,
+    deduplicated_name,
+)
 from devicecloud.store.group_commit import GroupCommitter
 
 _FIELD_COLUMNS = "id, data_token, device_id, name, value, data_type, permissions, created_at, " \
@@ -63,6 +70,54 @@ def _device_by_token(conn: sqlite3.Connection, token: str) -> Device | None:
 def _set_owner(conn: sqlite3.Connection, device_id: int, owner_id: int | None, now: int) -> None:
     conn.execute("UPDATE devices SET owner_id = ?, updated_at = ? WHERE id = ?",
                  (owner_id, now, device_id))
+
+
+def _bind_device(conn: sqlite3.Connection, device_id: int, owner_id: int, now: int) -> bool:
+    cursor = conn.execute("UPDATE devices SET owner_id = ?, updated_at = ? WHERE id = ? AND "
+                          "(owner_id IS NULL OR owner_id = ?)",
+                          (owner_id, now, device_id, owner_id))
+    return cursor.rowcount == 1
+
+
+def _devices_of(conn: sqlite3.Connection, owner_id: int) -> list[Device]:
+    rows = conn.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE owner_id = ? ORDER BY id",
+                        (owner_id,))
+    return [_device(row) for row in rows]
+
+
+_ACCOUNT_COLUMNS = "id, email, display_name, phone, open_api_key, created_at"
+_ACCOUNT_CHANGES = frozenset({"display_name", "phone", "open_api_key", "password_hash"})
+
+
+def _create_account(conn: sqlite3.Connection, email: str, password_hash: str, display_name: str,
+                    phone: str, open_api_key: str, now: int) -> Account | None:
+    row = conn.execute(
+        "INSERT INTO accounts (email, password_hash, display_name, phone, open_api_key, "
+        f"created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (email) DO NOTHING "
+        f"RETURNING {_ACCOUNT_COLUMNS}",
+        (email, password_hash, display_name, phone, open_api_key, now, now)).fetchone()
+    return Account(*row) if row else None
+
+
+def _account_login(conn: sqlite3.Connection, email: str) -> tuple[Account, str] | None:
+    row = conn.execute(f"SELECT {_ACCOUNT_COLUMNS}, password_hash FROM accounts WHERE email = ?",
+                       (email,)).fetchone()
+    return (Account(*row[:-1]), row[-1]) if row else None
+
+
+def _account_where(conn: sqlite3.Connection, column: str, value: object) -> Account | None:
+    row = conn.execute(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE {column} = ?",
+                       (value,)).fetchone()
+    return Account(*row) if row else None
+
+
+def _update_account(conn: sqlite3.Connection, account_id: int, changes: dict[str, str],
+                    now: int) -> None:
+    if not changes.keys() <= _ACCOUNT_CHANGES:
+        raise ValueError(f"cannot change {sorted(changes.keys() - _ACCOUNT_CHANGES)}")
+    assignments = ", ".join(f"{column} = ?" for column in changes)
+    conn.execute(f"UPDATE accounts SET {assignments}, updated_at = ? WHERE id = ?",
+                 (*changes.values(), now, account_id))
 
 
 def _touch(conn: sqlite3.Connection, device_id: int, now: int) -> None:
@@ -185,6 +240,29 @@ class SqliteStore:
 
     async def set_owner(self, device_id: int, owner_id: int | None, now: int) -> None:
         await self._writer.call(_set_owner, device_id, owner_id, now)
+
+    async def bind_device(self, device_id: int, owner_id: int, now: int) -> bool:
+        return await self._writer.call(_bind_device, device_id, owner_id, now)
+
+    async def devices_of(self, owner_id: int) -> list[Device]:
+        return await self._writer.call(_devices_of, owner_id)
+
+    async def create_account(self, email: str, password_hash: str, display_name: str,
+                             phone: str, open_api_key: str, now: int) -> Account | None:
+        return await self._writer.call(_create_account, email, password_hash, display_name,
+                                       phone, open_api_key, now)
+
+    async def account_login(self, email: str) -> tuple[Account, str] | None:
+        return await self._writer.call(_account_login, email)
+
+    async def account_by_id(self, account_id: int) -> Account | None:
+        return await self._writer.call(_account_where, "id", account_id)
+
+    async def account_by_api_key(self, open_api_key: str) -> Account | None:
+        return await self._writer.call(_account_where, "open_api_key", open_api_key)
+
+    async def update_account(self, account_id: int, changes: dict[str, str], now: int) -> None:
+        await self._writer.call(_update_account, account_id, changes, now)
 
     async def touch(self, device_id: int, now: int) -> None:
         await self._writer.call(_touch, device_id, now)
