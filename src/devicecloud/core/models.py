@@ -20,6 +20,7 @@ class Device:
     updated_at: int
     last_seen_at: int | None = None
     owner_id: int | None = None
+    downlink_limit: int | None = None
 
 
 @dataclass(slots=True)

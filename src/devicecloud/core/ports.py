@@ -43,6 +43,10 @@ class Store(Protocol):
         """Set some of `display_name`, `phone`, `open_api_key`, `password_hash`."""
         ...
 
+    async def set_downlink_limit(self, device_id: int, limit: int | None) -> None:
+        """The largest message the device accepts from us (None: no limit)."""
+        ...
+
     async def touch(self, device_id: int, now: int) -> None:
         """Record that the device was seen at `now`."""
         ...

@@ -44,6 +44,23 @@ def check_value(value: Any) -> Any:
     return value
 
 
+def push_size(device: Device, name: str, value: Any) -> int:
+    """The size of the largest downlink a change of field `name` to `value` causes: an MQTT push
+    (PUBLISH header, down topic, the record and the value again at the top level)."""
+    record = Field("0" * 32, "0" * 32, device.id, name, value, "string", "0", 10**13, 10**13)
+    envelope = {"body": record.record(), "cmd": 107, "code": 200, "msg": "OK", "value": value}
+    topic = f"$ezdata/{device.token}/down"
+    return 5 + len(topic) + len(orjson.dumps(envelope))
+
+
+def check_downlink(device: Device, name: object, value: Any) -> None:
+    """TooLarge if the change would cause a push larger than the device accepts."""
+    limit = device.downlink_limit
+    if limit and isinstance(name, str) and push_size(device, name, value) > limit:
+        raise TooLarge(f"the push for this change would exceed the device's {limit}-byte "
+                       "message limit")
+
+
 def safe_file_name(raw: str) -> str:
     """The base name of a client-supplied path, reduced to harmless characters."""
     base = posixpath.basename(raw.replace("\\", "/")).strip()
@@ -100,6 +117,13 @@ class DeviceCloud:
     async def devices_of(self, account: Account) -> list[Device]:
         return await self.store.devices_of(account.id)
 
+    async def limit_downlinks(self, device: Device, limit: int) -> None:
+        """From now on refuse changes whose push would exceed `limit` bytes for this device
+        (MQTT firmwares have fixed receive buffers: StamPLC's is 4096 bytes, topic included)."""
+        if device.downlink_limit != limit:
+            await self.store.set_downlink_limit(device.id, limit)
+            device.downlink_limit = limit
+
     async def release_owner(self, device: Device) -> None:
         """Remove the device's binding to its owner; its data stays."""
         await self.store.set_owner(device.id, None, now_ms())
@@ -112,6 +136,7 @@ class DeviceCloud:
                         permissions: str = "0", source: str = "device",
                         origin: object = None) -> Field:
         """Add a field; a name already taken is stored as `name(1)`, `name(2)`, ..."""
+        check_downlink(device, name, value)
         field = await self.store.add_field(
             device.id, check_name(name), check_value(value), data_type_of(value, data_type),
             permissions, (new_token(), new_token()), now_ms())
@@ -123,6 +148,7 @@ class DeviceCloud:
                            origin: object = None) -> Field:
         """Change an existing field's value; an unknown name is NotFound."""
         checked = check_name(name)
+        check_downlink(device, checked, value)
         field = await self.store.modify_field(
             device.id, checked, check_value(value),
             data_type_of(value, data_type),
@@ -138,6 +164,7 @@ class DeviceCloud:
                            change: Change | None = None) -> Field:
         """Set the field of that name, creating it if needed (the REST API's `add`)."""
         perms = permissions if isinstance(permissions, str) and permissions else "0"
+        check_downlink(device, name, value)
         field, added = await self.store.upsert_field(
             device.id, check_name(name), check_value(value), data_type_of(value, data_type),
             perms[:8], (new_token(), new_token()), now_ms())

@@ -162,6 +162,7 @@ class MqttConnection(asyncio.Protocol):
         for queued in backlog:
             if not self.closing:
                 self._handle(queued)
+        await self.listener.cloud.limit_downlinks(device, DOWNLINK_LIMIT)
         await self.listener.cloud.touch(device)
 
     async def _check(self, packet: mqtt.Connect) -> tuple[int, Device | None]:

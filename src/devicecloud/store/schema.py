@@ -27,6 +27,7 @@ devices = Table(
     Column("updated_at", BigInteger, nullable=False),
     Column("last_seen_at", BigInteger),
     Column("owner_id", Integer, index=True),
+    Column("downlink_limit", Integer),
 )
 
 fields = Table(

@@ -20,7 +20,8 @@ from devicecloud.store.group_commit import GroupCommitter
 
 _FIELD_COLUMNS = "id, data_token, device_id, name, value, data_type, permissions, created_at, " \
                  "updated_at"
-_DEVICE_COLUMNS = "id, mac, token, device_type, created_at, updated_at, last_seen_at, owner_id"
+_DEVICE_COLUMNS = ("id, mac, token, device_type, created_at, updated_at, last_seen_at, owner_id, "
+                   "downlink_limit")
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -118,6 +119,10 @@ def _update_account(conn: sqlite3.Connection, account_id: int, changes: dict[str
     assignments = ", ".join(f"{column} = ?" for column in changes)
     conn.execute(f"UPDATE accounts SET {assignments}, updated_at = ? WHERE id = ?",
                  (*changes.values(), now, account_id))
+
+
+def _set_downlink_limit(conn: sqlite3.Connection, device_id: int, limit: int | None) -> None:
+    conn.execute("UPDATE devices SET downlink_limit = ? WHERE id = ?", (limit, device_id))
 
 
 def _touch(conn: sqlite3.Connection, device_id: int, now: int) -> None:
@@ -263,6 +268,9 @@ class SqliteStore:
 
     async def update_account(self, account_id: int, changes: dict[str, str], now: int) -> None:
         await self._writer.call(_update_account, account_id, changes, now)
+
+    async def set_downlink_limit(self, device_id: int, limit: int | None) -> None:
+        await self._writer.call(_set_downlink_limit, device_id, limit)
 
     async def touch(self, device_id: int, now: int) -> None:
         await self._writer.call(_touch, device_id, now)

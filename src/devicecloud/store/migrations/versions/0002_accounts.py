@@ -1,4 +1,4 @@
-"""Accounts.
+"""Accounts; the largest downlink message a device accepts (4096 bytes for MQTT devices).
 
 Revision ID: 0002
 Revises: 0001
@@ -25,7 +25,11 @@ def upgrade() -> None:
         sa.Column("created_at", sa.BigInteger, nullable=False),
         sa.Column("updated_at", sa.BigInteger, nullable=False),
     )
+    with op.batch_alter_table("devices") as devices:
+        devices.add_column(sa.Column("downlink_limit", sa.Integer))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("devices") as devices:
+        devices.drop_column("downlink_limit")
     op.drop_table("accounts")

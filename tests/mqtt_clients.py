@@ -1,0 +1,121 @@
+"""MQTT test clients: a raw one built on the project's codec (exact bytes, malformed input) and
+helpers around paho-mqtt, the client most Python device simulators use."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+from typing import Any
+
+import paho.mqtt.client as paho
+
+from devicecloud.protocols import mqtt
+
+
+def client_id(mac: str, style: str = "ez") -> str:
+    return f"{style}{mac}{style}"
+
+
+class RawMqtt:
+    """A bare MQTT 3.1.1 client over an asyncio stream."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.parser = mqtt.Parser(role="client")
+        self.pending: list[mqtt.Packet] = []
+
+    @classmethod
+    async def open(cls, port: int) -> RawMqtt:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    @classmethod
+    async def device(cls, port: int, token: str, mac: str, *, style: str = "ez",
+                     keepalive: int = 60, subscribe: bool = True) -> RawMqtt:
+        """Connected (and subscribed to its down topic) the way EzData firmware does it."""
+        client = await cls.open(port)
+        await client.send(mqtt.Connect(client_id=client_id(mac, style), username=token,
+                                       keepalive=keepalive))
+        connack = await client.recv()
+        assert connack == mqtt.Connack(False, 0), connack
+        if subscribe:
+            await client.send(mqtt.Subscribe(1, [(f"$ezdata/{token}/down", 0)]))
+            assert await client.recv() == mqtt.Suback(1, [0])
+        return client
+
+    async def send(self, packet: mqtt.Packet | bytes) -> None:
+        self.writer.write(packet if isinstance(packet, bytes) else mqtt.encode(packet))
+        await self.writer.drain()
+
+    async def publish(self, token: str, doc: Any, qos: int = 0, packet_id: int | None = None,
+                      **flags: Any) -> None:
+        payload = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+        await self.send(mqtt.Publish(f"$ezdata/{token}/up", payload, qos,
+                                     packet_id=packet_id if qos else None, **flags))
+
+    async def recv(self, timeout: float = 3.0) -> mqtt.Packet:
+        while not self.pending:
+            data = await asyncio.wait_for(self.reader.read(65536), timeout)
+            if not data:
+                raise ConnectionError("closed by the server")
+            self.pending.extend(self.parser.feed(data))
+        return self.pending.pop(0)
+
+    async def recv_json(self, timeout: float = 3.0) -> Any:
+        packet = await self.recv(timeout)
+        assert isinstance(packet, mqtt.Publish), packet
+        return json.loads(packet.payload)
+
+    async def closed_within(self, seconds: float) -> bool:
+        """True if the server closes the connection within `seconds` (packets are skipped)."""
+        try:
+            async with asyncio.timeout(seconds):
+                while await self.reader.read(65536):
+                    pass
+        except TimeoutError:
+            return False
+        return True
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except ConnectionError:
+            pass
+
+
+class PahoDevice:
+    """A paho-mqtt client acting as an EzData device; messages land in a queue."""
+
+    def __init__(self, port: int, token: str, mac: str, style: str = "ez") -> None:
+        self.token = token
+        self.messages: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id(mac, style),
+                                  protocol=paho.MQTTv311)
+        self.client.username_pw_set(token)
+        self.client.on_message = lambda _c, _u, message: self.messages.put(
+            json.loads(message.payload) if message.payload[:1] == b"{"
+            else {"text": message.payload.decode()})
+        subscribed = queue.Queue[object]()
+        self.client.on_subscribe = lambda *args: subscribed.put(args)
+        self.client.connect("127.0.0.1", port, keepalive=30)
+        self.client.loop_start()
+        self.client.subscribe(f"$ezdata/{token}/down", qos=0)
+        subscribed.get(timeout=5)
+
+    def request(self, request_type: int, qos: int = 0, **body: Any) -> dict[str, Any]:
+        self.send({"deviceToken": self.token, "body": {**body, "requestType": request_type}}, qos)
+        return self.next()
+
+    def send(self, doc: Any, qos: int = 0) -> None:
+        payload = doc if isinstance(doc, str) else json.dumps(doc)
+        self.client.publish(f"$ezdata/{self.token}/up", payload, qos=qos).wait_for_publish(5)
+
+    def next(self, timeout: float = 3.0) -> dict[str, Any]:
+        return self.messages.get(timeout=timeout)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
