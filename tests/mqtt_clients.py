@@ -4,6 +4,7 @@ helpers around paho-mqtt, the client most Python device simulators use."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import queue
 from typing import Any
@@ -80,10 +81,8 @@ class RawMqtt:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError):
             await self.writer.wait_closed()
-        except ConnectionError:
-            pass
 
 
 class PahoDevice:

@@ -23,10 +23,11 @@ from devicecloud.core.ports import Store
 from devicecloud.core.service import DeviceCloud
 from devicecloud.gateways.ezdata_ws import serve_ezdata_websocket
 from devicecloud.gateways.hub import Hub
+from devicecloud.gateways.mqtt_bridge import MqttBridge
 from devicecloud.gateways.mqtt_listener import MqttListener
 from devicecloud.store import migrate
 from devicecloud.store.sqlite import SqliteStore
-from devicecloud.web import ezdata_http
+from devicecloud.web import ezdata_http, mqtt_auth_http
 from devicecloud.web.responses import ez_error, json_response
 
 
@@ -65,9 +66,9 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 async def drain(app: Starlette) -> None:
     """Before connections close: take no new ones, answer every request already received."""
-    listener: MqttListener | None = getattr(app.state, "mqtt", None)
+    listener: MqttListener | MqttBridge | None = getattr(app.state, "mqtt", None)
     if listener is not None:
-        listener.stop_accepting()
+        await listener.stop_accepting()
     hub: Hub | None = getattr(app.state, "hub", None)
     if hub is not None:
         await hub.drain()
@@ -82,8 +83,11 @@ def create_app(settings: Settings) -> Starlette:
         bus = MemoryBus()
         cloud = DeviceCloud(store, bus, DiskBlobs(settings.files_dir))
         hub = Hub(bus)
-        listener = None
-        if settings.mqtt_port:
+        listener: MqttListener | MqttBridge | None = None
+        if settings.mqtt_broker:
+            listener = MqttBridge(cloud, hub, bus, settings.mqtt_broker, settings.partition)
+            await listener.start()
+        elif settings.mqtt_port:
             listener = MqttListener(cloud, hub, settings.host, settings.mqtt_port)
             await listener.start()
         app.state.settings, app.state.cloud, app.state.hub = settings, cloud, hub
@@ -101,6 +105,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         WebSocketRoute("/ws", ezdata_ws),
         *ezdata_http.routes(),
+        *mqtt_auth_http.routes(),
     ]
     return Starlette(routes=routes, lifespan=lifespan,
                      exception_handlers={HTTPException: http_error, Exception: http_error})

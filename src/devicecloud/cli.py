@@ -47,8 +47,9 @@ def _serve(args: argparse.Namespace) -> None:
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("devicecloud").info(
-        "devicecloud on http://%s:%d (MQTT port %s), data in %s", settings.host,
-        settings.http_port, settings.mqtt_port or "off", settings.data_dir.resolve())
+        "devicecloud on http://%s:%d (MQTT %s), data in %s", settings.host, settings.http_port,
+        "through a broker" if settings.mqtt_broker else f"port {settings.mqtt_port or 'off'}",
+        settings.data_dir.resolve())
     app = create_app(settings)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.http_port,
@@ -102,6 +103,11 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (DEVICECLOUD_HOST, default 0.0.0.0)")
     serve.add_argument("--http-port", type=int, help="HTTP and WebSocket port (default 8000)")
     serve.add_argument("--mqtt-port", type=int, help="built-in MQTT listener (1883; 0: none)")
+    serve.add_argument("--mqtt-broker", help="use this broker instead of the built-in listener: "
+                                             "mqtt://user:password@host:port")
+    serve.add_argument("--mqtt-partition", help="INDEX/COUNT: with a broker that cannot share "
+                                                "$ezdata subscriptions, the devices this instance "
+                                                "serves (default 0/1)")
     serve.add_argument("--public-url", help="base of the links handed out, e.g. https://x.org")
     serve.add_argument("--upload-limit", type=int, help="largest upload in bytes (default 10 MB)")
     serve.add_argument("--ws-frame-limit", type=int, help="largest WebSocket frame (default 64 KB)")

@@ -16,6 +16,8 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"
     http_port: int = 8000
     mqtt_port: int = 1883
+    mqtt_broker: str = ""
+    mqtt_partition: str = "0/1"
     data_dir: Path = Path("./devicecloud-data")
     public_url: str = ""
     database_url: str = ""
@@ -27,6 +29,19 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @field_validator("mqtt_partition")
+    @classmethod
+    def _partition(cls, value: str) -> str:
+        index, _, count = value.partition("/")
+        if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+            raise ValueError("mqtt_partition must be INDEX/COUNT, e.g. 0/2")
+        return value
+
+    @property
+    def partition(self) -> tuple[int, int]:
+        index, _, count = self.mqtt_partition.partition("/")
+        return int(index), int(count)
 
     @property
     def resolved_database_url(self) -> str:

@@ -246,8 +246,8 @@ async def test_bad_ezdata_payloads_get_errors_on_the_down_topic(server: Server) 
 def test_stamplc_text_commands_with_mosquitto_clients(server: Server) -> None:
     token, mac = device(server)
     topic = f"$ezdata/{token}/down"
-    sub = subprocess.Popen(["mosquitto_sub", "-p", str(server.mqtt_port), "-i", client_id(mac, "m5"),
-                            "-u", token, "-t", topic, "-C", "2", "-W", "10"],
+    sub = subprocess.Popen(["mosquitto_sub", "-p", str(server.mqtt_port), "-i",
+                            client_id(mac, "m5"), "-u", token, "-t", topic, "-C", "2", "-W", "10"],
                            stdout=subprocess.PIPE, text=True)
     time.sleep(0.5)
     value = '{"relay":true,"statusLight":"red","lastModifiedBy":"stamplc"}'
@@ -326,8 +326,8 @@ async def test_4kb_downlink_limit_refuses_the_cause(server: Server) -> None:
         rows = (await http.get(f"{server.url}/api/v2/{token}/list")).json()["data"]["rows"]
         assert [row["name"] for row in rows] == ["small"]
     for i in range(3):
-        await client.publish(token, {"deviceToken": token,
-                                     "body": {"requestType": 100, "name": f"s{i}", "value": "y" * 1500}})
+        body = {"requestType": 100, "name": f"s{i}", "value": "y" * 1500}
+        await client.publish(token, {"deviceToken": token, "body": body})
         assert (await client.recv_json())["code"] == 200
     await client.publish(token, {"deviceToken": token, "body": {"requestType": 103}})
     listed = await client.recv_json()

@@ -100,6 +100,11 @@ class DeviceCloud:
             self._devices[token] = device
         return device
 
+    async def refresh(self, device: Device) -> Device:
+        """The device as stored now (last seen, owner)."""
+        fresh = await self.store.device_by_token(device.token)
+        return fresh or device
+
     async def touch(self, device: Device) -> None:
         """Record that the device was seen now."""
         device.last_seen_at = now_ms()

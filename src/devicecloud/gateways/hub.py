@@ -59,15 +59,27 @@ class Hub:
         self._unsubscribe()
 
     def _on_event(self, event: Event) -> None:
-        if isinstance(event, FieldChanged):
-            body = push_body(event)
-            for connection in tuple(self._live.get(event.device_token, ())):
-                if connection is not event.origin:
-                    connection.push(event.field.name, event.change.value, body, True)
-        elif isinstance(event, DeviceBound):
-            body = {"deviceToken": event.device_token, "userName": event.display_name}
-            for connection in tuple(self._live.get(event.device_token, ())):
-                connection.push("\0bound", 106, body, False)
+        found = push_for(event)
+        if found is None:
+            return
+        token, origin, push = found
+        for connection in tuple(self._live.get(token, ())):
+            if connection is not origin:
+                connection.push(*push)
+
+
+Push = tuple[str, int, Any, bool]
+
+
+def push_for(event: Event) -> tuple[str, object, Push] | None:
+    """(device token, originating connection, push arguments) for events devices are told of."""
+    if isinstance(event, FieldChanged):
+        push = (event.field.name, event.change.value, push_body(event), True)
+        return event.device_token, event.origin, push
+    if isinstance(event, DeviceBound):
+        body = {"deviceToken": event.device_token, "userName": event.display_name}
+        return event.device_token, None, ("\0bound", 106, body, False)
+    return None
 
 
 def push_body(event: FieldChanged) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from devicecloud.gateways.device_session import DeviceSession
 from devicecloud.gateways.hub import Hub
 from devicecloud.gateways.outbox import Outbox, Payload
 from devicecloud.protocols import ezdata, mqtt
+from devicecloud.protocols.ezdata import client_id_matches, down_topic, up_topic
 from devicecloud.protocols.mqtt import ConnackCode
 
 log = logging.getLogger(__name__)
@@ -29,20 +30,6 @@ KEEPALIVE_GRACE = 1.5
 DOWNLINK_LIMIT = 4096
 MAX_PACKET_SIZE = 64 * 1024
 _PINGRESP = mqtt.encode(mqtt.Pingresp())
-
-
-def up_topic(token: str) -> str:
-    return f"$ezdata/{token}/up"
-
-
-def down_topic(token: str) -> str:
-    return f"$ezdata/{token}/down"
-
-
-def client_id_matches(client_id: str, mac: str) -> bool:
-    """`ez{mac}ez` or `m5{mac}m5`, the MAC compared case-insensitively."""
-    lowered = client_id.lower()
-    return lowered in (f"ez{mac}ez", f"m5{mac}m5")
 
 
 async def _nothing_to_flush() -> None:
@@ -282,13 +269,13 @@ class MqttListener:
                                                 self.port, backlog=4096, reuse_address=True)
         log.info("MQTT listener on %s:%d", self.host, self.port)
 
-    def stop_accepting(self) -> None:
+    async def stop_accepting(self) -> None:
         if self._server is not None:
             self._server.close()
 
     async def stop(self) -> None:
         """Stop accepting, close every connection, and let their sessions finish."""
-        self.stop_accepting()
+        await self.stop_accepting()
         for connection in tuple(self.connections):
             connection.close("server stopping", polite=True)
         await asyncio.sleep(0)

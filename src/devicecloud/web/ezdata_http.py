@@ -180,6 +180,16 @@ async def public_history(request: Request) -> dict[str, Any]:
     return _history_rows(field, *await cloud.history(field, *_page(request)))
 
 
+@ezdata
+async def status(request: Request) -> dict[str, Any]:
+    """devicecloud's own addition: whether the device is online, how, and when it was last seen."""
+    device = await _device(request)
+    device = await _cloud(request).refresh(device)
+    live = request.app.state.hub.connections(device.token)
+    return {"online": bool(live), "transports": sorted({c.transport for c in live}),
+            "lastSeen": device.last_seen_at, "deviceType": device.device_type, "mac": device.mac}
+
+
 async def download(request: Request) -> Response:
     """A stored file, at a URL that ends in the file's own name and extension."""
     cloud = _cloud(request)
@@ -206,5 +216,6 @@ def routes() -> list[BaseRoute]:
         Route("/api/v2/{token}/delete/{key:path}", delete, methods=["DELETE"]),
         Route("/api/v2/{data_token}/data", public_data, methods=["GET"]),
         Route("/api/v2/{data_token}/history", public_history, methods=["GET"]),
+        Route("/api/v1/devices/{token}/status", status, methods=["GET"]),
         Route("/files/{file_id}/{name}", download, methods=["GET", "HEAD"]),
     ]
