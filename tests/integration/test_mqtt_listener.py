@@ -333,3 +333,39 @@ async def test_4kb_downlink_limit_refuses_the_cause(server: Server) -> None:
     listed = await client.recv_json()
     assert listed["code"] == 500 and "4096-byte" in listed["msg"]
     await client.close()
+
+
+# Presence ------------------------------------------------------------------------------------
+
+async def _status(server: Server, token: str) -> dict[str, object]:
+    async with httpx.AsyncClient() as http:
+        doc = (await http.get(f"{server.url}/api/v1/devices/{token}/status")).json()
+    data: dict[str, object] = doc["data"]
+    return data
+
+
+async def test_presence_follows_connect_disconnect_and_keepalive(server: Server) -> None:
+    token, mac = device(server)
+    assert (await _status(server, token))["online"] is False
+    before = time.time() * 1000
+    client = await RawMqtt.device(server.mqtt_port, token, mac, keepalive=1)
+    status = await _status(server, token)
+    assert status["online"] is True and status["transports"] == ["mqtt"]
+    assert isinstance(status["lastSeen"], int) and status["lastSeen"] >= before - 5
+    ws = await WsDevice.connect(server.ws_url, token)
+    assert (await _status(server, token))["transports"] == ["mqtt", "websocket"]
+    await ws.close()
+    await asyncio.sleep(0.2)
+    assert (await _status(server, token))["transports"] == ["mqtt"]
+    # Silence: the keepalive (1 s, enforced at 1.5 s) expires and the device goes offline.
+    assert await client.closed_within(3)
+    await asyncio.sleep(0.2)
+    status = await _status(server, token)
+    assert status["online"] is False and isinstance(status["lastSeen"], int)
+    assert status["lastSeen"] >= before
+    polite = await RawMqtt.device(server.mqtt_port, token, mac)
+    assert (await _status(server, token))["online"] is True
+    await polite.send(mqtt.Disconnect())
+    assert await polite.closed_within(2)
+    await asyncio.sleep(0.2)
+    assert (await _status(server, token))["online"] is False
