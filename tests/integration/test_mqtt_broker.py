@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -204,3 +205,23 @@ def test_emqx_http_auth_and_acl_hooks(server: Server) -> None:
     assert verdict(acl, username=token, topic=f"$ezdata/{token}/down", action="publish") == "deny"
     assert verdict(acl, username=token, topic="$ezdata/+/down", action="subscribe") == "deny"
     assert httpx.post(auth, content=b"not json").json()["result"] == "deny"
+
+
+def test_mosquitto_clients_through_the_broker(mosquitto: Mosquitto, fronted: Server) -> None:
+    mac = random_mac()
+    token = fronted.register(mac=mac)
+    port = str(mosquitto.device_port)
+    sub = subprocess.Popen(["mosquitto_sub", "-p", port, "-i", f"ez{mac}ez", "-u", token,
+                            "-t", f"$ezdata/{token}/down", "-C", "1", "-W", "10"],
+                           stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    subprocess.run(["mosquitto_pub", "-p", port, "-i", f"m5{mac}m5", "-u", token, "-t",
+                    f"$ezdata/{token}/up", "-q", "1", "-m",
+                    f"set({token},relay,{{\"on\":true,\"lastModifiedBy\":\"cli\"}},dict)"],
+                   check=True, timeout=10)
+    out, _ = sub.communicate(timeout=15)
+    reply = json.loads(out)
+    # The set's answer and its push travel on the same down topic; either shows the value.
+    assert reply["code"] == 200 and reply["value"] == {"on": True, "lastModifiedBy": "cli"}
+    stored = httpx.get(f"{fronted.url}/api/v2/{token}/dataByKey/relay").json()["data"]
+    assert stored["value"]["on"] is True
