@@ -17,6 +17,7 @@ from starlette.websockets import WebSocket
 from devicecloud import __version__
 from devicecloud.blobs.disk import DiskBlobs
 from devicecloud.bus.memory import MemoryBus
+from devicecloud.bus.redis import RedisBus
 from devicecloud.config import Settings
 from devicecloud.core.accounts import Accounts
 from devicecloud.core.ports import Store
@@ -48,8 +49,23 @@ async def open_store(settings: Settings) -> Store:
     return SqliteStore(path)
 
 
+async def open_bus(settings: Settings) -> MemoryBus | RedisBus:
+    """The in-process bus, or Redis when `bus_url` names one."""
+    if not settings.bus_url:
+        return MemoryBus()
+    bus = RedisBus(settings.bus_url)
+    await bus.start()
+    return bus
+
+
 async def healthz(request: Request) -> Response:
-    return json_response({"status": "ok", "version": __version__})
+    """`ok` while everything works; `degraded` while the bus is down (devices still work)."""
+    bus = getattr(request.app.state, "bus", None)
+    if isinstance(bus, RedisBus):
+        health = bus.health()
+        status = "ok" if health["connected"] else "degraded"
+        return json_response({"status": status, "version": __version__, "bus": health})
+    return json_response({"status": "ok", "version": __version__, "bus": {"kind": "memory"}})
 
 
 async def ezdata_ws(websocket: WebSocket) -> None:
@@ -80,7 +96,8 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = await open_store(settings)
-        bus = MemoryBus()
+        bus = await open_bus(settings)
+        app.state.bus = bus
         cloud = DeviceCloud(store, bus, DiskBlobs(settings.files_dir))
         hub = Hub(bus)
         listener: MqttListener | MqttBridge | None = None
@@ -99,6 +116,8 @@ def create_app(settings: Settings) -> Starlette:
             if listener is not None:
                 await listener.stop()
             hub.close()
+            if isinstance(bus, RedisBus):
+                await bus.close()
             await store.close()
 
     routes = [

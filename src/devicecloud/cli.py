@@ -108,6 +108,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--mqtt-partition", help="INDEX/COUNT: with a broker that cannot share "
                                                 "$ezdata subscriptions, the devices this instance "
                                                 "serves (default 0/1)")
+    serve.add_argument("--bus-url", help="redis://host:port/0 to share events between processes")
     serve.add_argument("--public-url", help="base of the links handed out, e.g. https://x.org")
     serve.add_argument("--upload-limit", type=int, help="largest upload in bytes (default 10 MB)")
     serve.add_argument("--ws-frame-limit", type=int, help="largest WebSocket frame (default 64 KB)")

@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./devicecloud-data")
     public_url: str = ""
     database_url: str = ""
+    bus_url: str = ""
     upload_limit: int = 10 * 1024 * 1024
     ws_frame_limit: int = 64 * 1024
     log_level: str = "info"

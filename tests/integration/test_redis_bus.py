@@ -1,0 +1,112 @@
+"""The Redis bus: pushes cross processes, and a Redis outage is survived."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from clients import WsDevice
+from conftest import Server, free_port
+from redis import Redis
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
+                                reason="redis-server is not installed")
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, on a free port, that can be stopped and restarted."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.folder = folder
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.folder)], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if Redis(port=self.port).ping():
+                    return
+            except Exception:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        assert self.process is not None
+        self.process.terminate()
+        self.process.wait(10)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    if server.process is not None and server.process.poll() is None:
+        server.stop()
+
+
+@pytest.fixture
+def pair(redis_server: PrivateRedis, tmp_path: Path) -> Iterator[tuple[Server, Server]]:
+    data = tmp_path / "data"
+    first = Server(data, extra_args=("--bus-url", redis_server.url)).start()
+    second = Server(data, extra_args=("--bus-url", redis_server.url)).start()
+    yield first, second
+    for server in (first, second):
+        server.stop()
+
+
+async def test_a_write_through_one_process_pushes_to_a_device_on_another(
+        pair: tuple[Server, Server]) -> None:
+    first, second = pair
+    token = first.register()
+    device = await WsDevice.connect(first.ws_url, token)
+    async with httpx.AsyncClient() as http:
+        await http.post(f"{second.url}/api/v2/{token}/add", json={"name": "x", "value": 1})
+    push = await device.recv_json()
+    assert push["cmd"] == 109 and push["body"]["value"] == 1
+    await device.close()
+
+
+async def _health(server: Server) -> dict[str, object]:
+    async with httpx.AsyncClient() as http:
+        doc: dict[str, object] = (await http.get(f"{server.url}/healthz")).json()
+    return doc
+
+
+async def test_a_redis_outage_is_survived_and_reported(pair: tuple[Server, Server],
+                                                       redis_server: PrivateRedis) -> None:
+    first, second = pair
+    token = first.register()
+    device = await WsDevice.connect(first.ws_url, token)
+    assert (await _health(first))["status"] == "ok"
+    redis_server.stop()
+    deadline = time.monotonic() + 10
+    while (await _health(first))["status"] != "degraded":
+        assert time.monotonic() < deadline, "the outage was not reported"
+        await asyncio.sleep(0.1)
+    # Traffic that needs no other process keeps working.
+    assert (await device.request(100, name="during", value=1))["code"] == 200
+    redis_server.start()
+    deadline = time.monotonic() + 15
+    while (await _health(first))["status"] != "ok" or (await _health(second))["status"] != "ok":
+        assert time.monotonic() < deadline, "the bus did not come back"
+        await asyncio.sleep(0.1)
+    async with httpx.AsyncClient() as http:
+        await http.post(f"{second.url}/api/v2/{token}/add", json={"name": "after", "value": 2})
+    push = await device.recv_json(timeout=5)
+    assert push["cmd"] == 109 and push["body"]["name"] == "after"
+    await device.close()
