@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import signal
@@ -15,6 +16,41 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+# With DEVICECLOUD_TEST_POSTGRES=postgresql://user@host:port/db every server runs on PostgreSQL:
+# a database of its own per data directory (servers sharing a data directory share it).
+POSTGRES_ADMIN_URL = os.environ.get("DEVICECLOUD_TEST_POSTGRES", "")
+_created_databases: list[str] = []
+
+
+def postgres_database(data_dir: Path) -> str:
+    """A fresh database for `data_dir` (the same one on later calls); returns its URL."""
+    import psycopg
+
+    name = "dc_test_" + hashlib.sha1(str(data_dir).encode()).hexdigest()[:16]
+    if name not in _created_databases:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(f'CREATE DATABASE "{name}"')
+        _created_databases.append(name)
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+    return f"{base}/{name}"
+
+
+def database_url(data_dir: Path) -> str:
+    """The database a server or command using `data_dir` runs on in this test session."""
+    if POSTGRES_ADMIN_URL:
+        return postgres_database(data_dir)
+    return f"sqlite:///{data_dir / 'devicecloud.db'}"
+
+
+def drop_test_databases() -> None:
+    import psycopg
+
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        for name in _created_databases:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _created_databases.clear()
 
 
 def free_port() -> int:
@@ -49,6 +85,8 @@ class Server:
         return f"ws://127.0.0.1:{self.http_port}/ws"
 
     def start(self, timeout: float = 20.0) -> Server:
+        if POSTGRES_ADMIN_URL and "DEVICECLOUD_DATABASE_URL" not in self.env:
+            self.env["DEVICECLOUD_DATABASE_URL"] = database_url(self.data_dir)
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-{self.http_port}.log"
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
         command = [sys.executable, "-m", "devicecloud", "serve", "--host", "127.0.0.1",
@@ -104,8 +142,14 @@ def own_server(tmp_path: Path) -> Iterator[Server]:
 
 
 
+def pytest_report_header() -> str:
+    return f"database: {'PostgreSQL' if POSTGRES_ADMIN_URL else 'SQLite'}"
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Under CI=true a skipped test is a failure: CI must prove everything."""
+    if POSTGRES_ADMIN_URL and _created_databases:
+        drop_test_databases()
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = reporter.stats.get("skipped", []) if reporter else []
     if os.environ.get("CI", "").lower() == "true" and skipped:

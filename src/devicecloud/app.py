@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,31 +19,38 @@ from devicecloud import __version__
 from devicecloud.blobs.disk import DiskBlobs
 from devicecloud.bus.memory import MemoryBus
 from devicecloud.bus.redis import RedisBus
-from devicecloud.config import Settings
+from devicecloud.config import Settings, load_secret
 from devicecloud.core.accounts import Accounts
-from devicecloud.core.ports import Store
+from devicecloud.core.espai import EspAi
 from devicecloud.core.service import DeviceCloud
+from devicecloud.gateways.espai_ws import EspAiLinks, serve_espai_websocket
 from devicecloud.gateways.ezdata_ws import serve_ezdata_websocket
 from devicecloud.gateways.hub import Hub
 from devicecloud.gateways.mqtt_bridge import MqttBridge
 from devicecloud.gateways.mqtt_listener import MqttListener
+from devicecloud.gateways.presence import LocalPresence, RedisPresence
 from devicecloud.store import migrate
-from devicecloud.store.sqlite import SqliteStore
-from devicecloud.web import ezdata_http, mqtt_auth_http
+from devicecloud.store.postgres import PostgresStore
+from devicecloud.store.sqlite import SqliteStore, SqlStore
+from devicecloud.web import console, espai_http, ezdata_http, mqtt_auth_http, openapi
 from devicecloud.web.responses import ez_error, json_response
 
+log = logging.getLogger(__name__)
 
 def sqlite_path(database_url: str) -> Path:
-    """The file of a `sqlite:///path` URL; other databases are not supported by this build."""
-    prefix = "sqlite:///"
-    if not database_url.startswith(prefix):
-        raise SystemExit(f"unsupported database URL: {database_url.split(':', 1)[0]}:...")
-    return Path(database_url[len(prefix):])
+    """The file of a `sqlite:///path` URL."""
+    return Path(database_url[len("sqlite:///"):])
 
 
-async def open_store(settings: Settings) -> Store:
+async def open_store(settings: Settings) -> SqlStore:
     """Migrate the configured database to the newest schema and open it."""
     url = settings.resolved_database_url
+    if url.startswith(("postgresql:", "postgres:", "postgresql+")):
+        await asyncio.to_thread(migrate.upgrade, url)
+        return PostgresStore(url)
+    if not url.startswith("sqlite:///"):
+        raise SystemExit(f"unsupported database URL: {url.split(':', 1)[0]}:... "
+                         "(use sqlite:///PATH or postgresql://...)")
     path = sqlite_path(url)
     path.parent.mkdir(parents=True, exist_ok=True)
     await asyncio.to_thread(migrate.upgrade, url)
@@ -73,10 +81,16 @@ async def ezdata_ws(websocket: WebSocket) -> None:
     await serve_ezdata_websocket(websocket, state.cloud, state.hub)
 
 
+async def espai_ws(websocket: WebSocket) -> None:
+    state = websocket.app.state
+    await serve_espai_websocket(websocket, state.espai, state.hub, state.espai_links)
+
+
 async def http_error(request: Request, exc: Exception) -> Response:
     """Unknown paths and methods, and unexpected failures, still answer JSON."""
     if isinstance(exc, HTTPException):
         return ez_error(exc.detail, exc.status_code)
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     return ez_error("internal error", 500)
 
 
@@ -100,22 +114,34 @@ def create_app(settings: Settings) -> Starlette:
         app.state.bus = bus
         cloud = DeviceCloud(store, bus, DiskBlobs(settings.files_dir))
         hub = Hub(bus)
+        presence = RedisPresence(hub, settings.bus_url) if settings.bus_url else LocalPresence(hub)
+        await presence.start()
+        app.state.presence = presence
         listener: MqttListener | MqttBridge | None = None
         if settings.mqtt_broker:
             listener = MqttBridge(cloud, hub, bus, settings.mqtt_broker, settings.partition)
             await listener.start()
         elif settings.mqtt_port:
-            listener = MqttListener(cloud, hub, settings.host, settings.mqtt_port)
+            listener = MqttListener(cloud, hub, settings.host, settings.mqtt_port,
+                                    settings.reuse_port)
             await listener.start()
         app.state.settings, app.state.cloud, app.state.hub = settings, cloud, hub
-        app.state.accounts = Accounts(store)
+        app.state.accounts = accounts = Accounts(store)
+        app.state.console = console.Console(settings, load_secret(settings.secret_path), cloud,
+                                            accounts, presence, bus)
         app.state.mqtt = listener
+        app.state.espai = EspAi(store, bus, cloud.blobs, cloud, presence,
+                                 settings.espai_voice_server)
+        app.state.espai_links = EspAiLinks(bus)
         try:
             yield
         finally:
+            app.state.espai_links.close()
+            app.state.console.close()
             if listener is not None:
                 await listener.stop()
             hub.close()
+            await presence.close()
             if isinstance(bus, RedisBus):
                 await bus.close()
             await store.close()
@@ -124,7 +150,11 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         WebSocketRoute("/ws", ezdata_ws),
         *ezdata_http.routes(),
+        WebSocketRoute("/connect_espai_node", espai_ws),
+        *espai_http.routes(),
+        *openapi.routes(espai_http.OPERATIONS),
         *mqtt_auth_http.routes(),
+        *console.routes(),
     ]
     return Starlette(routes=routes, lifespan=lifespan,
                      exception_handlers={HTTPException: http_error, Exception: http_error})

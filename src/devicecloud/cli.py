@@ -7,55 +7,38 @@ import asyncio
 import dataclasses
 import json
 import logging
-import socket
-from collections.abc import Sequence
-from types import FrameType
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
-import uvicorn
-from starlette.applications import Starlette
-
-from devicecloud.app import create_app, drain, open_store
+from devicecloud.app import open_store
+from devicecloud.blobs.disk import DiskBlobs
+from devicecloud.bus.memory import MemoryBus
 from devicecloud.config import Settings
-from devicecloud.core.accounts import Accounts
-from devicecloud.core.errors import DeviceCloudError
+from devicecloud.core.accounts import Accounts, normalise_email
+from devicecloud.core.errors import DeviceCloudError, NotFound
+from devicecloud.core.espai import EspAi
 from devicecloud.core.models import Account
-
-
-class GracefulServer(uvicorn.Server):
-    """Stops on SIGINT or SIGTERM once in-flight work is answered, then exits with status 0."""
-
-    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
-        super().__init__(config)
-        self.app = app
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        for server in self.servers:  # no new connections while the live ones finish
-            server.close()
-        try:
-            await asyncio.wait_for(drain(self.app), self.config.timeout_graceful_shutdown)
-        except TimeoutError:
-            logging.getLogger("devicecloud").error("stopping with requests still unanswered")
-        await super().shutdown(sockets)
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        super().handle_exit(sig, frame)
-        self._captured_signals.clear()
+from devicecloud.core.service import DeviceCloud
+from devicecloud.gateways.hub import Hub
+from devicecloud.gateways.presence import LocalPresence
+from devicecloud.server import serve_one, serve_workers, workers_problem
 
 
 def _serve(args: argparse.Namespace) -> None:
     settings = _settings(args, *Settings.model_fields)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.workers > 1:
+        problem = workers_problem(settings)
+        if problem:
+            raise SystemExit(f"devicecloud: --workers {settings.workers}: {problem}")
+        raise SystemExit(serve_workers(settings, sys.argv[1:]))
     logging.getLogger("devicecloud").info(
         "devicecloud on http://%s:%d (MQTT %s), data in %s", settings.host, settings.http_port,
         "through a broker" if settings.mqtt_broker else f"port {settings.mqtt_port or 'off'}",
         settings.data_dir.resolve())
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.http_port,
-        ws_max_size=settings.ws_frame_limit, log_level=settings.log_level.lower(),
-        lifespan="on", timeout_graceful_shutdown=10, server_header=False, ws="websockets-sansio")
-    GracefulServer(config, app).run()
+    serve_one(settings)
 
 
 def _settings(args: argparse.Namespace, *names: str) -> Settings:
@@ -81,6 +64,44 @@ def _accounts_create(args: argparse.Namespace) -> None:
     print(json.dumps(dataclasses.asdict(account)))
 
 
+def _run_espai(args: argparse.Namespace, work: Callable[[EspAi, Account], Awaitable[Any]]) -> Any:
+    """Run `work` on the ESP-AI service for the account `--account`, outside a server."""
+    settings = _settings(args, "data_dir", "database_url")
+
+    async def run() -> Any:
+        store = await open_store(settings)
+        try:
+            found = await store.account_login(normalise_email(args.account))
+            if found is None:
+                raise NotFound(f"no account with the email {args.account}")
+            bus = MemoryBus()
+            cloud = DeviceCloud(store, bus, DiskBlobs(settings.files_dir))
+            presence = LocalPresence(Hub(bus))  # no connections outside a server
+            return await work(EspAi(store, bus, cloud.blobs, cloud, presence), found[0])
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(run())
+    except DeviceCloudError as problem:
+        raise SystemExit(f"devicecloud: {problem}") from None
+
+
+def _agents_create(args: argparse.Namespace) -> None:
+    agent = _run_espai(args, lambda espai, account: espai.create_agent(account, args.name,
+                                                                       args.server or ""))
+    print(json.dumps(dataclasses.asdict(agent), ensure_ascii=False))
+
+
+def _agents_list(args: argparse.Namespace) -> None:
+    agents = _run_espai(args, lambda espai, account: espai.agents_of(account))
+    print(json.dumps([dataclasses.asdict(agent) for agent in agents], ensure_ascii=False))
+
+
+def _mask_wifi_pwd(args: argparse.Namespace) -> None:
+    _run_espai(args, lambda espai, account: espai.set_mask_wifi_pwd(account, args.state == "on"))
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="devicecloud", description=__doc__)
     storage = argparse.ArgumentParser(add_help=False)
@@ -97,6 +118,23 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--name", default="", help="display name")
     create.add_argument("--phone", default="")
     create.set_defaults(func=_accounts_create)
+    mask = accounts.add_parser("mask-wifi-pwd", parents=[storage],
+                               help="show wifi_pwd as ****** in the account's ESP-AI API results")
+    mask.add_argument("--account", required=True, metavar="EMAIL")
+    mask.add_argument("state", choices=["on", "off"])
+    mask.set_defaults(func=_mask_wifi_pwd)
+
+    agents = commands.add_parser("agents", help="manage ESP-AI agents").add_subparsers(
+        dest="action", required=True)
+    agent = agents.add_parser("create", parents=[storage],
+                              help="create an agent; prints it (with its api_key) as JSON")
+    agent.add_argument("--account", required=True, metavar="EMAIL")
+    agent.add_argument("--server", help="its voice server, e.g. http://host:8088/path")
+    agent.add_argument("name")
+    agent.set_defaults(func=_agents_create)
+    listing = agents.add_parser("list", parents=[storage], help="the account's agents as JSON")
+    listing.add_argument("--account", required=True, metavar="EMAIL")
+    listing.set_defaults(func=_agents_list)
 
     serve = commands.add_parser("serve", parents=[storage],
                                 help="run the service (HTTP, WebSocket, MQTT)")
@@ -108,6 +146,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--mqtt-partition", help="INDEX/COUNT: with a broker that cannot share "
                                                 "$ezdata subscriptions, the devices this instance "
                                                 "serves (default 0/1)")
+    serve.add_argument("--workers", type=int, help="processes sharing the ports (default 1; "
+                                                   "more need PostgreSQL and Redis)")
     serve.add_argument("--bus-url", help="redis://host:port/0 to share events between processes")
     serve.add_argument("--public-url", help="base of the links handed out, e.g. https://x.org")
     serve.add_argument("--upload-limit", type=int, help="largest upload in bytes (default 10 MB)")

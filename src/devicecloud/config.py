@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
 from pathlib import Path
 
 from pydantic import field_validator
@@ -22,9 +25,15 @@ class Settings(BaseSettings):
     public_url: str = ""
     database_url: str = ""
     bus_url: str = ""
+    workers: int = 1
+    reuse_port: bool = False
     upload_limit: int = 10 * 1024 * 1024
     ws_frame_limit: int = 64 * 1024
     log_level: str = "info"
+    # ESP-AI: the voice server handed to agents that have none of their own, and the largest
+    # firmware image an account may upload.
+    espai_voice_server: str = ""
+    firmware_limit: int = 16 * 1024 * 1024
 
     @field_validator("public_url")
     @classmethod
@@ -53,6 +62,38 @@ class Settings(BaseSettings):
     def files_dir(self) -> Path:
         return self.data_dir / "files"
 
+    @property
+    def secret_path(self) -> Path:
+        """The key that signs console session cookies."""
+        return self.data_dir / "secret.key"
+
+    @property
+    def https(self) -> bool:
+        """Whether the service is published over https (session cookies are then `Secure`)."""
+        return self.public_url.lower().startswith("https://")
+
     def base_url(self, request_base: str) -> str:
         """The base for links handed out: `public_url` if set, else how the client reached us."""
         return self.public_url or request_base.rstrip("/")
+
+
+def load_secret(path: Path) -> bytes:
+    """The secret kept in `path`; made with 32 random bytes and mode 0600 on first use. The file
+    appears whole or not at all, so processes starting together agree on one secret."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(descriptor, "wb") as out:
+                out.write(secrets.token_hex(32).encode() + b"\n")
+                out.flush()
+                os.fsync(out.fileno())
+            with contextlib.suppress(FileExistsError):  # another process was first: use its
+                os.link(draft, path)
+        finally:
+            draft.unlink()
+    secret = path.read_bytes().strip()
+    if len(secret) < 32:
+        raise SystemExit(f"{path} holds no usable secret; delete it to have a new one made")
+    return secret

@@ -161,6 +161,24 @@ def test_rest_upload_file_as_uiflow_sends_it(server: Server) -> None:
     assert httpx.get(doc["data"]["value"]).content.startswith(b"\xff\xd8\xff")
 
 
+@pytest.mark.parametrize(("filename", "content", "inline"), [
+    ("page.html", b"<script>alert(1)</script>", False),
+    ("vector.svg", b"<svg xmlns='http://www.w3.org/2000/svg'><script>x()</script></svg>", False),
+    ("photo.png", PNG, True)])
+def test_device_files_never_run_as_pages_of_the_site(server: Server, filename: str,
+                                                     content: bytes, inline: bool) -> None:
+    token = server.register()
+    body, headers = uiflow_multipart([("deviceToken", token, None), ("name", "f", None),
+                                      ("file", content, filename)])
+    url = httpx.post(f"{server.url}/api/v2/device/uploadDeviceFile", content=body,
+                     headers=headers).json()["data"]["value"]
+    download = httpx.get(url)
+    assert download.content == content
+    assert download.headers["content-security-policy"] == "sandbox"
+    assert download.headers["x-content-type-options"] == "nosniff"
+    assert ("content-disposition" not in download.headers) == inline
+
+
 @pytest.mark.parametrize("filename", ["../../etc/passwd.png", "/flash/../../x.bmp",
                                       "..\\..\\win.jpg", "....png"])
 def test_hostile_file_names_never_reach_the_file_system(server: Server, filename: str) -> None:

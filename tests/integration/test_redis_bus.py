@@ -110,3 +110,26 @@ async def test_a_redis_outage_is_survived_and_reported(pair: tuple[Server, Serve
     push = await device.recv_json(timeout=5)
     assert push["cmd"] == 109 and push["body"]["name"] == "after"
     await device.close()
+
+
+async def test_presence_is_shared_between_processes(pair: tuple[Server, Server]) -> None:
+    first, second = pair
+    token = first.register()
+    device = await WsDevice.connect(first.ws_url, token)
+
+    async def status(server: Server) -> dict[str, object]:
+        async with httpx.AsyncClient() as http:
+            doc = (await http.get(f"{server.url}/api/v1/devices/{token}/status")).json()
+        result: dict[str, object] = doc["data"]
+        return result
+
+    deadline = time.monotonic() + 5
+    while (await status(second))["online"] is not True:
+        assert time.monotonic() < deadline, "the other process never saw the device online"
+        await asyncio.sleep(0.05)
+    assert (await status(second))["transports"] == ["websocket"]
+    await device.close()
+    deadline = time.monotonic() + 5
+    while (await status(second))["online"] is not False:
+        assert time.monotonic() < deadline, "the other process never saw the device go"
+        await asyncio.sleep(0.05)

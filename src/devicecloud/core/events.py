@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from devicecloud.core.models import Field
 
@@ -50,11 +51,20 @@ class DeviceReleased:
 
 @dataclass(slots=True, frozen=True)
 class PresenceChanged:
-    """A device gained its first live connection, or lost its last one."""
+    """A device gained its first live connection to the publishing process, or lost its last one
+    there. Across several processes, ask the presence directory for the device's state."""
 
     device_token: str
     online: bool
     transport: str
 
 
-Event = FieldChanged | DeviceBound | DeviceReleased | PresenceChanged
+@dataclass(slots=True, frozen=True)
+class EspAiMessage:
+    """A message for the device's ESP-AI connections (`set_local_data`, `ota_update`, ...)."""
+
+    device_token: str
+    message: dict[str, Any]
+
+
+Event = FieldChanged | DeviceBound | DeviceReleased | PresenceChanged | EspAiMessage

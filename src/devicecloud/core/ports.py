@@ -1,10 +1,13 @@
-"""The small interfaces the core needs from the outside: a store, a bus and a blob store."""
+"""The small interfaces the core needs from the outside: a store, a bus, a blob store and
+presence (which devices hold a live connection, in any process)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from devicecloud.core.espai_models import Agent, DeviceQuery, EspAiDevice, Firmware
 from devicecloud.core.events import Event
 from devicecloud.core.models import Account, Device, Field, HistoryEntry, StoredFile
 
@@ -84,6 +87,75 @@ class Store(Protocol):
 
     async def get_file(self, file_id: str) -> StoredFile | None: ...
 
+    async def put_pair_code(self, code: str, device_id: int, expires_at: int, now: int) -> bool:
+        """Give the device this pairing code in place of any earlier one (and forget codes
+        expired at `now`); False if the code is already another device's live code."""
+        ...
+
+    async def take_pair_code(self, code: str, now: int) -> str | None:
+        """Remove the code; the token of its device if it was still live at `now`."""
+        ...
+
+    # ESP-AI: agents, device records, firmware images (see core/espai.py).
+
+    async def create_agent(self, agent: Agent) -> None: ...
+
+    async def agent_by_id(self, agent_id: str) -> Agent | None: ...
+
+    async def agent_by_api_key(self, api_key: str) -> Agent | None: ...
+
+    async def agents_of(self, account_id: int) -> list[Agent]: ...
+
+    async def update_agent(self, agent_id: str, changes: dict[str, str], now: int) -> None:
+        """Set some of `name`, `api_key`, `server_url`."""
+        ...
+
+    async def delete_agent(self, agent_id: str, now: int) -> list[str]:
+        """Delete the agent and unbind its devices; the tokens of those devices."""
+        ...
+
+    async def espai_bind(self, mac: str, token: str, agent: Agent, reported: dict[str, str],
+                         now: int) -> EspAiDevice | None:
+        """Bind the MAC (a device created with `token` if new) to the agent and its account, and
+        record what the device reported; None if another account owns the device."""
+        ...
+
+    async def espai_devices(self, query: DeviceQuery) -> tuple[list[EspAiDevice], int]:
+        """A page of the account's device records in a stable order, and the count of all
+        that match."""
+        ...
+
+    async def espai_device(self, owner_id: int, public_id: str) -> EspAiDevice | None: ...
+
+    async def espai_device_by_mac(self, mac: str) -> EspAiDevice | None: ...
+
+    async def espai_update(self, row_id: int, changes: dict[str, Any], now: int | None) -> None:
+        """Set record columns; `now` (unless None) becomes the update time."""
+        ...
+
+    async def espai_release(self, owner_id: int, public_ids: list[str],
+                            now: int) -> list[str] | None:
+        """Unbind all those devices of the account (their tokens), or none (None) if any of the
+        ids is not one of its devices."""
+        ...
+
+    async def set_mask_wifi_pwd(self, account_id: int, on: bool) -> None: ...
+
+    async def mask_wifi_pwd(self, account_id: int) -> bool: ...
+
+    async def add_firmware(self, image: Firmware) -> str | None:
+        """Record an image; "taken" if another account uses its bin_id, "exists" if that
+        version is there already."""
+        ...
+
+    async def firmware_of(self, account_id: int) -> list[Firmware]: ...
+
+    async def latest_firmware(self, bin_id: str) -> Firmware | None: ...
+
+    async def get_firmware(self, firmware_id: str) -> Firmware | None: ...
+
+    async def delete_firmware(self, account_id: int, firmware_id: str) -> Firmware | None: ...
+
     async def close(self) -> None:
         """Commit and answer everything queued, then release the database."""
         ...
@@ -111,3 +183,21 @@ class Blobs(Protocol):
         ...
 
     async def get(self, file_id: str) -> bytes | None: ...
+
+
+@dataclass(slots=True, frozen=True)
+class DeviceStatus:
+    """Whether a device holds a live connection anywhere, and over which transports."""
+
+    online: bool
+    transports: tuple[str, ...]
+
+
+class Presence(Protocol):
+    """Which devices are online, across every process serving the fleet."""
+
+    async def status(self, token: str) -> DeviceStatus: ...
+
+    async def online(self, tokens: Collection[str]) -> set[str]:
+        """Those of `tokens` whose device holds a live connection somewhere."""
+        ...

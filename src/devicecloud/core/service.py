@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from devicecloud.core import pairing
 from devicecloud.core.errors import Conflict, InvalidRequest, NotFound, TooLarge, Unauthorized
 from devicecloud.core.events import Change, DeviceBound, DeviceReleased, FieldChanged
 from devicecloud.core.ids import is_token, new_token, normalise_mac, now_ms
@@ -129,11 +130,28 @@ class DeviceCloud:
             await self.store.set_downlink_limit(device.id, limit)
             device.downlink_limit = limit
 
+    async def issue_pair_code(self, device: Device) -> str:
+        """A fresh 6-digit pairing code for the device (EzData 112), valid once for 10 minutes;
+        it replaces the device's earlier code."""
+        return await pairing.issue(self.store, device, now_ms())
+
+    async def bind_by_pair_code(self, code: object, account: Account) -> Device:
+        """Bind the device that was given `code` to `account` (pushes 106); the code is used up."""
+        device = await self.authenticate(await pairing.redeem(self.store, code, now_ms()))
+        await self.bind(device, account)
+        return device
+
     async def release_owner(self, device: Device) -> None:
         """Remove the device's binding to its owner; its data stays."""
         await self.store.set_owner(device.id, None, now_ms())
         device.owner_id = None
         self.bus.publish(DeviceReleased(device.token))
+
+    def owner_changed(self, token: str, owner_id: int | None) -> None:
+        """Keep the cached device in step after its owner was changed through another service."""
+        device = self._devices.get(token)
+        if device is not None:
+            device.owner_id = owner_id
 
     # fields --------------------------------------------------------------------------------
 

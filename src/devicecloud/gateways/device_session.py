@@ -126,7 +126,7 @@ class DeviceSession:
         if cmd == 103:
             return ezdata.reply(103, [f.record() for f in await cloud.list_fields(device)])
         if cmd == 112:
-            raise ProtocolError("pairing codes are not available on this server", cmd)
+            return ezdata.reply(112, {"pairCode": await cloud.issue_pair_code(device)})
         name = ezdata.require(body, "name", cmd)
         if cmd == 104:
             field = await cloud.get_field(device, name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from devicecloud.core.events import Change, DeviceBound, Event, FieldChanged, PresenceChanged
@@ -29,11 +30,14 @@ class Hub:
         self._bus = bus
         self._live: dict[str, set[LiveConnection]] = {}
         self._unsubscribe = bus.subscribe(self._on_event)
+        self.on_change: Callable[[str], None] | None = None
 
     def join(self, token: str, connection: LiveConnection) -> None:
         """Register a logged-in connection; the device's first one makes it online."""
         live = self._live.setdefault(token, set())
         live.add(connection)
+        if self.on_change is not None:
+            self.on_change(token)
         if len(live) == 1:
             self._bus.publish(PresenceChanged(token, True, connection.transport))
 
@@ -43,12 +47,22 @@ class Hub:
         if live is None or connection not in live:
             return
         live.discard(connection)
+        if self.on_change is not None:
+            self.on_change(token)
         if not live:
             del self._live[token]
             self._bus.publish(PresenceChanged(token, False, connection.transport))
 
     def connections(self, token: str) -> frozenset[LiveConnection]:
         return frozenset(self._live.get(token, ()))
+
+    def transports(self, token: str) -> tuple[str, ...]:
+        """How the device is connected to this process, e.g. `("mqtt", "websocket")`."""
+        return tuple(sorted({c.transport for c in self._live.get(token, ())}))
+
+    def tokens(self) -> list[str]:
+        """The devices with a live connection to this process."""
+        return list(self._live)
 
     async def drain(self) -> None:
         """Let every live connection answer what it has received (used when stopping)."""

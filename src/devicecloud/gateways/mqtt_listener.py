@@ -253,8 +253,10 @@ class MqttConnection(asyncio.Protocol):
 class MqttListener:
     """Accepts device connections on one TCP port."""
 
-    def __init__(self, cloud: DeviceCloud, hub: Hub, host: str, port: int) -> None:
+    def __init__(self, cloud: DeviceCloud, hub: Hub, host: str, port: int,
+                 reuse_port: bool = False) -> None:
         self.cloud = cloud
+        self.reuse_port = reuse_port
         self.hub = hub
         self.host = host
         self.port = port
@@ -266,7 +268,8 @@ class MqttListener:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: MqttConnection(self), self.host,
-                                                self.port, backlog=4096, reuse_address=True)
+                                                self.port, backlog=4096, reuse_address=True,
+                                                reuse_port=self.reuse_port or None)
         log.info("MQTT listener on %s:%d", self.host, self.port)
 
     async def stop_accepting(self) -> None:

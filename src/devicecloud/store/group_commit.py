@@ -24,8 +24,10 @@ _STOP = None
 class GroupCommitter:
     """Owns one SQLite connection on one thread; `call(fn, *args)` runs `fn(conn, *args)` there."""
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection], max_batch: int = 2000) -> None:
+    def __init__(self, connect: Callable[[], sqlite3.Connection], max_batch: int = 2000,
+                 begin: str = "BEGIN IMMEDIATE") -> None:
         self._connect = connect
+        self._begin = begin
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._loop = asyncio.get_running_loop()
@@ -73,7 +75,7 @@ class GroupCommitter:
         self.batches += 1
         self.jobs += len(batch)
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(self._begin)
             outcomes = [(True, fn(conn, *args)) for fn, args, _ in batch]
             conn.execute("COMMIT")
             return outcomes
@@ -86,11 +88,10 @@ class GroupCommitter:
         # One job spoiled the batch: run each in its own transaction so only it fails.
         return [self._alone(conn, job) for job in batch]
 
-    @staticmethod
-    def _alone(conn: sqlite3.Connection, job: Job) -> tuple[bool, Any]:
+    def _alone(self, conn: sqlite3.Connection, job: Job) -> tuple[bool, Any]:
         fn, args, _ = job
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(self._begin)
             result = fn(conn, *args)
             conn.execute("COMMIT")
             return True, result

@@ -28,6 +28,18 @@ devices = Table(
     Column("last_seen_at", BigInteger),
     Column("owner_id", Integer, index=True),
     Column("downlink_limit", Integer),
+    # The ESP-AI device record (migration 0004).
+    Column("public_id", String(32), index=True, unique=True),
+    Column("agent_id", String(32), index=True),
+    *(Column(name, String(length)) for name, length in (
+        ("name", 128), ("wifi_ssid", 64), ("wifi_pwd", 128), ("net_ip", 64), ("version", 64),
+        ("bin_id", 64), ("nation", 64), ("province", 64), ("city", 64), ("latitude", 32),
+        ("longitude", 32))),
+    Column("enable", String(1), nullable=False, server_default="0"),
+    Column("type", String(8), nullable=False, server_default="0"),
+    *(Column(name, Text) for name in ("memory", "ext1", "ext2", "ext3", "local_data")),
+    Column("sort", Integer),
+    Column("battery", Integer),
 )
 
 fields = Table(
@@ -75,4 +87,35 @@ accounts = Table(
     Column("open_api_key", String(32), nullable=False, unique=True),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    Column("mask_wifi_pwd", Integer, nullable=False, server_default="0"),
+)
+
+pair_codes = Table(
+    "pair_codes", metadata,
+    Column("code", String(16), primary_key=True),
+    Column("device_id", Integer, ForeignKey("devices.id"), nullable=False, unique=True),
+    Column("expires_at", BigInteger, nullable=False),
+)
+
+agents = Table(
+    "agents", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", Integer, nullable=False, index=True),
+    Column("name", String(100), nullable=False),
+    Column("api_key", String(32), nullable=False, unique=True),
+    Column("server_url", String(255), nullable=False, server_default=""),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+firmware = Table(
+    "firmware", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", Integer, nullable=False, index=True),
+    Column("bin_id", String(64), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("file_name", String(128), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("bin_id", "version", name="uq_firmware_bin_version"),
 )

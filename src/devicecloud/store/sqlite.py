@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from devicecloud.core.models import (
     deduplicated_name,
 )
 from devicecloud.store.group_commit import GroupCommitter
+from devicecloud.store.sqlite_espai import EspAiSqlite
 
 _FIELD_COLUMNS = "id, data_token, device_id, name, value, data_type, permissions, created_at, " \
                  "updated_at"
@@ -52,12 +54,13 @@ def _escape_like(text: str) -> str:
 
 def _register_mac(conn: sqlite3.Connection, mac: str, device_type: str, token: str,
                   now: int) -> Device:
-    conn.execute("INSERT INTO devices (mac, token, device_type, created_at, updated_at) "
-                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (mac) DO UPDATE SET "
+    conn.execute("INSERT INTO devices (mac, token, device_type, created_at, updated_at, "
+                 "last_seen_at, public_id) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (mac) "
+                 "DO UPDATE SET "
                  "device_type = CASE WHEN excluded.device_type != '' "
                  "THEN excluded.device_type ELSE devices.device_type END, "
                  "updated_at = excluded.updated_at, last_seen_at = excluded.updated_at",
-                 (mac, token, device_type, now, now))
+                 (mac, token, device_type, now, now, now, secrets.token_hex(16)))
     row = conn.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE mac = ?", (mac,)).fetchone()
     return _device(row)
 
@@ -69,8 +72,10 @@ def _device_by_token(conn: sqlite3.Connection, token: str) -> Device | None:
 
 
 def _set_owner(conn: sqlite3.Connection, device_id: int, owner_id: int | None, now: int) -> None:
-    conn.execute("UPDATE devices SET owner_id = ?, updated_at = ? WHERE id = ?",
-                 (owner_id, now, device_id))
+    # A new owner (or none) ends the binding to the old owner's ESP-AI agent.
+    conn.execute("UPDATE devices SET agent_id = CASE WHEN owner_id = ? THEN agent_id END, "
+                 "owner_id = ?, updated_at = ? WHERE id = ?",
+                 (owner_id, owner_id, now, device_id))
 
 
 def _bind_device(conn: sqlite3.Connection, device_id: int, owner_id: int, now: int) -> bool:
@@ -226,11 +231,28 @@ def _get_file(conn: sqlite3.Connection, file_id: str) -> StoredFile | None:
     return StoredFile(*row) if row else None
 
 
-class SqliteStore:
-    """The `Store` port on one SQLite file."""
+def _put_pair_code(conn: sqlite3.Connection, code: str, device_id: int, expires_at: int,
+                   now: int) -> bool:
+    conn.execute("DELETE FROM pair_codes WHERE expires_at <= ? OR device_id = ?",
+                 (now, device_id))
+    cursor = conn.execute("INSERT INTO pair_codes (code, device_id, expires_at) VALUES (?, ?, ?) "
+                          "ON CONFLICT (code) DO NOTHING", (code, device_id, expires_at))
+    return cursor.rowcount == 1
 
-    def __init__(self, path: Path) -> None:
-        self._writer = GroupCommitter(lambda: connect(path))
+
+def _take_pair_code(conn: sqlite3.Connection, code: str, now: int) -> str | None:
+    row = conn.execute("DELETE FROM pair_codes WHERE code = ? RETURNING device_id, expires_at",
+                       (code,)).fetchone()
+    if row is None or row[1] <= now:
+        return None
+    found = conn.execute("SELECT token FROM devices WHERE id = ?", (row[0],)).fetchone()
+    return found[0] if found else None
+
+
+class SqlStore(EspAiSqlite):
+    """The `Store` port as jobs for a group-committing writer; subclasses choose the engine."""
+
+    _writer: GroupCommitter
 
     @property
     def stats(self) -> tuple[int, int]:
@@ -312,5 +334,18 @@ class SqliteStore:
     async def get_file(self, file_id: str) -> StoredFile | None:
         return await self._writer.call(_get_file, file_id)
 
+    async def put_pair_code(self, code: str, device_id: int, expires_at: int, now: int) -> bool:
+        return await self._writer.call(_put_pair_code, code, device_id, expires_at, now)
+
+    async def take_pair_code(self, code: str, now: int) -> str | None:
+        return await self._writer.call(_take_pair_code, code, now)
+
     async def close(self) -> None:
         await self._writer.close()
+
+
+class SqliteStore(SqlStore):
+    """The `Store` port on one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self._writer = GroupCommitter(lambda: connect(path))

@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute, Route
 
 from devicecloud.config import Settings
 from devicecloud.core.errors import DeviceCloudError, InvalidRequest, NotFound, TooLarge
-from devicecloud.core.models import Device, Field, HistoryEntry
+from devicecloud.core.models import Device, Field, HistoryEntry, StoredFile
 from devicecloud.core.service import DeviceCloud
 from devicecloud.web.responses import ez_error, ez_ok
 from devicecloud.web.uploads import read_body, read_form
@@ -185,8 +185,8 @@ async def status(request: Request) -> dict[str, Any]:
     """devicecloud's own addition: whether the device is online, how, and when it was last seen."""
     device = await _device(request)
     device = await _cloud(request).refresh(device)
-    live = request.app.state.hub.connections(device.token)
-    return {"online": bool(live), "transports": sorted({c.transport for c in live}),
+    status = await request.app.state.presence.status(device.token)
+    return {"online": status.online, "transports": list(status.transports),
             "lastSeen": device.last_seen_at, "deviceType": device.device_type, "mac": device.mac}
 
 
@@ -200,7 +200,19 @@ async def download(request: Request) -> Response:
     path = cloud.blobs.local_path(stored.id)
     if path is None or request.path_params["name"] != stored.file_name:
         return ez_error("no such file", 404)
-    return FileResponse(path, media_type=stored.content_type)
+    return FileResponse(path, media_type=stored.content_type,
+                        headers=_untrusted_file_headers(stored))
+
+
+def _untrusted_file_headers(stored: StoredFile) -> dict[str, str]:
+    """Files come from devices: the browser must never run them as a page of this site.
+
+    Images stay inline (the console previews them); anything else is offered as a download.
+    """
+    headers = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
+    if not stored.content_type.startswith("image/") or stored.content_type == "image/svg+xml":
+        headers["Content-Disposition"] = "attachment"
+    return headers
 
 
 def routes() -> list[BaseRoute]:

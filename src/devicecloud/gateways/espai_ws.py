@@ -1,0 +1,165 @@
+"""The ESP-AI firmware's WebSocket (`/connect_espai_node`): presence, reports, and pushes.
+
+The device connects with `?device_type=hardware&device_id=<MAC>&version=...&api_key=...`. While the
+socket is open the device counts as online (it joins the hub like any live connection). Its text
+frames fill the record (`upload_device_info`, `battery`, `get_local_data_res`); the server sends
+`set_local_data`, `message`, `get_local_data`, `ota_update`, and, when the device is unbound, an
+error whose message contains `设备已解绑`, after which it closes the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import orjson
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from devicecloud.core.errors import DeviceCloudError
+from devicecloud.core.espai import EspAi
+from devicecloud.core.espai_models import EspAiDevice
+from devicecloud.core.espai_values import UNBOUND_NOTICE
+from devicecloud.core.events import DeviceReleased, EspAiMessage, Event
+from devicecloud.core.ports import Bus
+from devicecloud.gateways.hub import Hub
+
+log = logging.getLogger(__name__)
+TRANSPORT = "espai-websocket"
+_CLOSE = None
+
+
+class EspAiConnection:
+    """One firmware socket; a `LiveConnection` of the hub that ignores EzData pushes."""
+
+    transport = TRANSPORT
+
+    def __init__(self, websocket: WebSocket, device: EspAiDevice) -> None:
+        self.websocket = websocket
+        self.device = device
+        self.outgoing: asyncio.Queue[str | None] = asyncio.Queue()
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def push(self, key: str, cmd: int, body: Any, field: bool) -> None:
+        """EzData pushes mean nothing to ESP-AI firmware."""
+
+    async def drain(self) -> None:
+        await self.idle.wait()
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.outgoing.put_nowait(orjson.dumps(message).decode())
+
+    def finish(self, message: dict[str, Any]) -> None:
+        """Send `message`, then close the socket."""
+        self.send(message)
+        self.outgoing.put_nowait(_CLOSE)
+
+    async def send_all(self) -> None:
+        while True:
+            text = await self.outgoing.get()
+            if text is _CLOSE:
+                await self.websocket.close(1000)
+                return
+            await self.websocket.send_text(text)
+
+
+class EspAiLinks:
+    """This process's firmware sockets by device token; turns bus events into messages."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._live: dict[str, set[EspAiConnection]] = {}
+        self._unsubscribe = bus.subscribe(self._on_event)
+
+    def add(self, token: str, connection: EspAiConnection) -> None:
+        self._live.setdefault(token, set()).add(connection)
+
+    def remove(self, token: str, connection: EspAiConnection) -> None:
+        live = self._live.get(token)
+        if live is not None:
+            live.discard(connection)
+            if not live:
+                del self._live[token]
+
+    def close(self) -> None:
+        self._unsubscribe()
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, EspAiMessage):
+            for connection in tuple(self._live.get(event.device_token, ())):
+                connection.send(event.message)
+        elif isinstance(event, DeviceReleased):
+            for connection in tuple(self._live.get(event.device_token, ())):
+                connection.finish(unbound_notice())
+
+
+def unbound_notice() -> dict[str, str]:
+    return {"type": "error", "message": UNBOUND_NOTICE}
+
+
+async def _handle(espai: EspAi, device: EspAiDevice, text: str) -> None:
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return
+    kind = doc.get("type") if isinstance(doc, dict) else None
+    if kind == "upload_device_info":
+        await espai.report_info(device, doc.get("data"))
+    elif kind == "battery":
+        await espai.report_battery(device, doc.get("data"))
+    elif kind == "get_local_data_res":
+        await espai.report_local_data(device, doc.get("data"))
+    elif kind == "ota_update_error":
+        log.info("device %s reports a failed firmware update", device.device_id)
+
+
+async def serve_espai_websocket(websocket: WebSocket, espai: EspAi, hub: Hub,
+                                links: EspAiLinks) -> None:
+    """Run one firmware socket until it closes."""
+    await websocket.accept()
+    query = websocket.query_params
+    try:
+        device = await espai.connect(query.get("device_id"), query.get("api_key"))
+    except DeviceCloudError as problem:
+        with contextlib.suppress(Exception):
+            await websocket.send_text(orjson.dumps(
+                {"type": "error", "message": str(problem)}).decode())
+            await websocket.close(1000)
+        return
+    connection = EspAiConnection(websocket, device)
+    sender = asyncio.create_task(connection.send_all())
+    hub.join(device.token, connection)
+    links.add(device.token, connection)
+    try:
+        await espai.seen(device)
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            text = message.get("text")
+            if text is None:
+                continue  # the firmware sends no binary frames on this socket
+            connection.idle.clear()
+            try:
+                await _handle(espai, device, text)
+            except DeviceCloudError:
+                pass
+            except Exception:
+                log.exception("ESP-AI frame from %s failed", device.device_id)
+            finally:
+                connection.idle.set()
+    except WebSocketDisconnect:
+        pass
+    finally:
+        links.remove(device.token, connection)
+        hub.leave(device.token, connection)
+        for _ in range(100):  # let a queued notice go out
+            if connection.outgoing.empty() or sender.done():
+                break
+            await asyncio.sleep(0.01)
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await sender
+        with contextlib.suppress(Exception):
+            await espai.seen(device)

@@ -1,0 +1,110 @@
+"""Running the service: one process, or a supervisor and N worker processes sharing the ports."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from types import FrameType
+
+import uvicorn
+from starlette.applications import Starlette
+
+from devicecloud.app import create_app, drain
+from devicecloud.config import Settings
+from devicecloud.store import migrate
+
+log = logging.getLogger("devicecloud")
+RESTART_DELAY = 1.0
+
+
+class GracefulServer(uvicorn.Server):
+    """Stops on SIGINT or SIGTERM once in-flight work is answered, then exits with status 0."""
+
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self.app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:  # no new connections while the live ones finish
+            server.close()
+        try:
+            await asyncio.wait_for(drain(self.app), self.config.timeout_graceful_shutdown)
+        except TimeoutError:
+            log.error("stopping with requests still unanswered")
+        await super().shutdown(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
+
+
+def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    """A bound, listening TCP socket; with `reuse_port` several processes may bind the port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(4096)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve_one(settings: Settings) -> None:
+    """This process serves HTTP, WebSocket and MQTT until SIGINT or SIGTERM."""
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.http_port,
+        ws_max_size=settings.ws_frame_limit, log_level=settings.log_level.lower(),
+        lifespan="on", timeout_graceful_shutdown=10, server_header=False, ws="websockets-sansio")
+    sockets = None
+    if settings.reuse_port:
+        sockets = [listening_socket(settings.host, settings.http_port, True)]
+    GracefulServer(config, app).run(sockets=sockets)
+
+
+def workers_problem(settings: Settings) -> str | None:
+    """Why `settings` cannot run several workers, or None."""
+    if settings.resolved_database_url.startswith("sqlite"):
+        return "several workers need a shared database (DEVICECLOUD_DATABASE_URL=postgresql://...)"
+    if not settings.bus_url:
+        return "several workers need a shared bus (DEVICECLOUD_BUS_URL=redis://...)"
+    return None
+
+
+def serve_workers(settings: Settings, argv: list[str]) -> int:
+    """Supervise `settings.workers` processes that share the ports (SO_REUSEPORT); a worker that
+    dies is started again; SIGINT or SIGTERM stops them all gracefully."""
+    migrate.upgrade(settings.resolved_database_url)  # once, before the workers race for it
+    env = {**os.environ, "DEVICECLOUD_WORKERS": "1", "DEVICECLOUD_REUSE_PORT": "true"}
+    command = [sys.executable, "-m", "devicecloud", *argv]
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    children = [subprocess.Popen(command, env=env) for _ in range(settings.workers)]
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("started %d workers", settings.workers)
+    while True:
+        for index, child in enumerate(children):
+            code = child.poll()
+            if code is not None and not stopping:
+                log.error("worker %d exited with %s; starting it again", child.pid, code)
+                time.sleep(RESTART_DELAY)
+                children[index] = subprocess.Popen(command, env=env)
+        if stopping and all(child.poll() is not None for child in children):
+            return max((child.returncode or 0) for child in children)
+        time.sleep(0.2)

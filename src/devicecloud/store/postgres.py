@@ -1,0 +1,59 @@
+"""The PostgreSQL store: the same jobs and the same group commit as SQLite, on psycopg.
+
+The jobs are written once, in SQL that both engines accept, against the small part of the DB-API
+that `sqlite3` offers (`execute(sql, params)` with `?` placeholders, then `fetchone`, `fetchall`,
+iteration, `rowcount`). `PgConnection` offers the same on a psycopg connection, so a PostgreSQL
+deployment runs exactly the code the SQLite one runs, committed in groups by one writer thread per
+process (several processes commit side by side; PostgreSQL's row locks keep them apart).
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from typing import Any, cast
+
+import psycopg
+
+from devicecloud.store.group_commit import GroupCommitter
+from devicecloud.store.sqlite import SqlStore
+
+
+@functools.lru_cache(maxsize=1024)
+def _translate(sql: str) -> str:
+    """`?` placeholders to psycopg's `%s` (and a literal `%` to `%%`)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class PgConnection:
+    """A psycopg connection that looks like the part of `sqlite3.Connection` the jobs use."""
+
+    def __init__(self, dsn: str) -> None:
+        self._conn = psycopg.connect(dsn, autocommit=True)
+
+    def execute(self, sql: str, params: Any = ()) -> psycopg.Cursor[Any]:
+        cursor = self._conn.cursor()
+        cursor.execute(_translate(sql), params)
+        return cursor
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def psycopg_dsn(database_url: str) -> str:
+    """`postgresql://...` for psycopg, whatever SQLAlchemy driver suffix the URL carries."""
+    scheme, _, rest = database_url.partition("://")
+    return f"postgresql://{rest}" if scheme.startswith("postgres") else database_url
+
+
+class PostgresStore(SqlStore):
+    """The `Store` port on a PostgreSQL database."""
+
+    def __init__(self, database_url: str) -> None:
+        dsn = psycopg_dsn(database_url)
+        self._writer = GroupCommitter(lambda: cast(sqlite3.Connection, PgConnection(dsn)),
+                                      begin="BEGIN")

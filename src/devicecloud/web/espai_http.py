@@ -1,0 +1,320 @@
+"""The ESP-AI open platform's HTTP API: device management for third-party servers (authorised by
+the account's open_api_key), the firmware's own calls, and firmware images.
+
+Every answer is HTTP 200 with the seed's envelope: `{"success":true,"message":...,"data":...}` or
+`{"success":false,"message":...,"code":N}` (only a firmware download that is not there is a 404).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from devicecloud.config import Settings
+from devicecloud.core import espai_values as v
+from devicecloud.core.accounts import Accounts
+from devicecloud.core.errors import (
+    Conflict,
+    DeviceCloudError,
+    InvalidRequest,
+    NotFound,
+    TooLarge,
+    Unauthorized,
+)
+from devicecloud.core.espai import EspAi, firmware_record
+from devicecloud.core.models import Account
+from devicecloud.web import espai_schemas as s
+from devicecloud.web.openapi import Operation
+from devicecloud.web.responses import json_response
+from devicecloud.web.uploads import read_body, read_form
+
+log = logging.getLogger(__name__)
+
+JSON_BODY_LIMIT = 256 * 1024
+NO_KEY = "未授权:请在请求头 authorization 中传入 open_api_key"
+BAD_KEY = "未授权:open_api_key 无效"
+BAD_JSON = "参数格式错误:请求体不是合法的 JSON"
+NOT_OBJECT = "参数格式错误:请求体应为 JSON 对象"
+NOT_ARRAY = '参数格式错误:请求体应为数组,例如 [{"id": "..."}]'
+TOO_LARGE = "参数错误:请求体过大"
+SYSTEM_ERROR = "系统错误:服务器内部错误,请稍后重试"
+UPLOADED = "上传成功"
+DELETED = "删除成功"
+_NO_DATA = object()
+# Failure codes by error class, most specific first.
+_CODES: tuple[tuple[type[DeviceCloudError], int], ...] = (
+    (v.MissingParameter, 401), (Unauthorized, 401), (TooLarge, 413), (NotFound, 404),
+    (Conflict, 409), (DeviceCloudError, 400))
+
+
+def ok(message: str, data: Any = _NO_DATA, **extra: Any) -> Response:
+    doc: dict[str, Any] = {"success": True, "message": message}
+    if data is not _NO_DATA:
+        doc["data"] = data
+    return json_response({**doc, **extra})
+
+
+def fail(message: str, code: int, status_code: int = 200) -> Response:
+    return json_response({"success": False, "message": message, "code": code}, status_code)
+
+
+def envelope(handler: Callable[[Request], Awaitable[Response]]
+             ) -> Callable[[Request], Awaitable[Response]]:
+    """Answer the core's refusals, and unexpected failures, in the failure envelope."""
+
+    @functools.wraps(handler)
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except TooLarge:
+            return fail(TOO_LARGE, 413)
+        except DeviceCloudError as problem:
+            code = next(code for kind, code in _CODES if isinstance(problem, kind))
+            return fail(str(problem), code)
+        except MultiPartException as problem:
+            return fail(f"参数格式错误:{problem.message}", 400)
+        except Exception:
+            log.exception("%s failed", request.url.path)
+            return fail(SYSTEM_ERROR, 500)
+
+    return endpoint
+
+
+def _espai(request: Request) -> EspAi:
+    espai: EspAi = request.app.state.espai
+    return espai
+
+
+def _base_url(request: Request) -> str:
+    settings: Settings = request.app.state.settings
+    return settings.base_url(str(request.base_url))
+
+
+async def _account(request: Request) -> Account:
+    """The account whose open_api_key is in the `authorization` header."""
+    key = request.headers.get("authorization", "").strip()
+    if key[:7].lower() == "bearer ":
+        key = key[7:].strip()
+    if not key:
+        raise Unauthorized(NO_KEY)
+    accounts: Accounts = request.app.state.accounts
+    try:
+        return await accounts.by_api_key(key)
+    except Unauthorized:
+        raise Unauthorized(BAD_KEY) from None
+
+
+async def _body(request: Request) -> Any:
+    """The JSON body; None when there is none."""
+    raw = await read_body(request, JSON_BODY_LIMIT)
+    if not raw.strip():
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest(BAD_JSON) from None
+
+
+async def _object(request: Request) -> dict[str, Any]:
+    doc = await _body(request)
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise InvalidRequest(NOT_OBJECT)
+    return doc
+
+
+async def _ids(request: Request) -> list[str]:
+    """A body `[{"id": "..."}, ...]` (no body: an empty list)."""
+    doc = await _body(request)
+    if doc is None:
+        return []
+    if not isinstance(doc, list) or not all(isinstance(item, dict) for item in doc):
+        raise InvalidRequest(NOT_ARRAY)
+    ids = []
+    for item in doc:
+        if item.get("id") in (None, ""):
+            raise v.MissingParameter("id")
+        if not isinstance(item["id"], str):
+            raise InvalidRequest("参数类型错误:id 应为字符串")
+        ids.append(item["id"])
+    return ids
+
+
+# Third-party device management -------------------------------------------------------------------
+
+@envelope
+async def list_devices(request: Request) -> Response:
+    account = await _account(request)
+    rows, total = await _espai(request).list_devices(account, await _object(request))
+    return ok(v.OK, rows, totalNumber=total)
+
+
+@envelope
+async def update_device(request: Request) -> Response:
+    account = await _account(request)
+    return ok(v.UPDATED, await _espai(request).update_device(account, await _object(request)))
+
+
+@envelope
+async def delete_devices(request: Request) -> Response:
+    account = await _account(request)
+    await _espai(request).delete_devices(account, await _ids(request))
+    return ok(v.UNBOUND)
+
+
+@envelope
+async def unbind_device(request: Request) -> Response:
+    account = await _account(request)
+    await _espai(request).unbind_device(account, await _object(request))
+    return ok(v.UNBOUND)
+
+
+# The firmware's calls ----------------------------------------------------------------------------
+
+@envelope
+async def add_device(request: Request) -> Response:
+    espai = _espai(request)
+    device = await espai.add_device(await _object(request))
+    return ok(v.BOUND, await espai.record(device))
+
+
+@envelope
+async def server_info(request: Request) -> Response:
+    api_key = request.query_params.get("api_key")
+    return ok(v.OK, await _espai(request).server_info(api_key))
+
+
+@envelope
+async def query_new_ota(request: Request) -> Response:
+    query = request.query_params
+    return ok(v.OK, await _espai(request).query_ota(
+        query.get("version", ""), query.get("bin_id", ""), _base_url(request)))
+
+
+@envelope
+async def position(request: Request) -> Response:
+    forwarded = request.headers.get("x-forwarded-for", "").split(",")[0].strip()
+    ip = forwarded or (request.client.host if request.client else "")
+    return ok(v.OK, {"ip": ip, "country_name": "", "region": "", "city": "", "latitude": "",
+                     "longitude": ""})
+
+
+# Firmware images ---------------------------------------------------------------------------------
+
+@envelope
+async def upload_firmware(request: Request) -> Response:
+    account = await _account(request)
+    settings: Settings = request.app.state.settings
+    form = await read_form(request, settings.firmware_limit)
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise v.MissingParameter("file")
+    bin_id = form.get("bin_id")
+    if bin_id in (None, ""):
+        raise v.MissingParameter("bin_id")
+    image = await _espai(request).upload_firmware(
+        account, bin_id, form.get("version"), upload.filename or "firmware.bin",
+        await upload.read())
+    return ok(UPLOADED, firmware_record(image, _base_url(request)))
+
+
+@envelope
+async def list_firmware(request: Request) -> Response:
+    account = await _account(request)
+    base = _base_url(request)
+    images = await _espai(request).firmware_of(account)
+    return ok(v.OK, [firmware_record(image, base) for image in images],
+              totalNumber=len(images))
+
+
+@envelope
+async def delete_firmware(request: Request) -> Response:
+    account = await _account(request)
+    ids = await _ids(request)
+    if not ids:
+        raise InvalidRequest("删除失败,请传入需要删除的数据")
+    espai = _espai(request)
+    for firmware_id in ids:
+        await espai.delete_firmware(account, firmware_id)
+    return ok(DELETED)
+
+
+async def download_firmware(request: Request) -> Response:
+    """An image, at the URL `query_new_ota` hands out (no key needed: the id is the secret)."""
+    espai = _espai(request)
+    try:
+        image = await espai.get_firmware(request.path_params["firmware_id"])
+    except NotFound as problem:
+        return fail(str(problem), 404, 404)
+    path = espai.blobs.local_path(image.id)
+    if path is None or request.path_params["name"] != image.file_name:
+        return fail(v.FIRMWARE_NOT_FOUND, 404, 404)
+    return FileResponse(path, media_type="application/octet-stream")
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/devices/list", list_devices, methods=["POST"]),
+        Route("/devices/update", update_device, methods=["POST"]),
+        Route("/devices/del", delete_devices, methods=["POST"]),
+        Route("/devices/unbind", unbind_device, methods=["POST"]),
+        Route("/devices/add", add_device, methods=["POST"]),
+        Route("/sdk/get_server_info_by_api_key", server_info, methods=["GET"]),
+        Route("/sdk/query_new_ota", query_new_ota, methods=["GET"]),
+        Route("/sdk/position", position, methods=["GET"]),
+        Route("/firmware/upload", upload_firmware, methods=["POST"]),
+        Route("/firmware/list", list_firmware, methods=["POST"]),
+        Route("/firmware/del", delete_firmware, methods=["POST"]),
+        Route("/firmware/{firmware_id}/{name}", download_firmware, methods=["GET", "HEAD"]),
+    ]
+
+
+_KEY = "open_api_key"
+_THIRD = "ESP-AI device management (third-party servers)"
+_FIRMWARE_SIDE = "ESP-AI firmware"
+_IMAGES = "ESP-AI firmware images"
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("POST", "/devices/list", "List the account's devices", _THIRD,
+              (s.DeviceListResponse, s.Failure), body=s.DeviceListRequest, security=_KEY,
+              description="Exact filters, except `name` (substring); 1-based paging; "
+                          "`totalNumber` counts every match. Stable order: oldest first."),
+    Operation("POST", "/devices/update", "Change a device", _THIRD,
+              (s.DeviceUpdateResponse, s.Failure), body=s.DeviceUpdateRequest, security=_KEY,
+              description="Answers only the fields that changed, with the update time. "
+                          "`localData` goes to the device as `set_local_data` if connected."),
+    Operation("POST", "/devices/del", "Unbind devices by id", _THIRD, (s.Done, s.Failure),
+              body=s.DeviceDeleteRequest, security=_KEY),
+    Operation("POST", "/devices/unbind", "Unbind a device by MAC from an agent", _THIRD,
+              (s.Done, s.Failure), body=s.DeviceUnbindRequest, security=_KEY),
+    Operation("POST", "/devices/add", "Bind a device to the agent of an api_key",
+              _FIRMWARE_SIDE, (s.DeviceAddResponse, s.Failure), body=s.DeviceAddRequest,
+              description="A device of another account is refused (the message contains "
+                          "不可以重复绑定); adding again to the same account succeeds."),
+    Operation("GET", "/sdk/get_server_info_by_api_key", "The agent's voice server",
+              _FIRMWARE_SIDE, (s.ServerInfoResponse, s.Failure), query=s.ApiKeyQuery),
+    Operation("GET", "/sdk/query_new_ota", "Whether a newer firmware image exists",
+              _FIRMWARE_SIDE, (s.OtaResponse, s.Failure), query=s.OtaQuery),
+    Operation("GET", "/sdk/position", "The caller's address and place", _FIRMWARE_SIDE,
+              (s.PositionResponse,)),
+    Operation("POST", "/firmware/upload", "Upload a firmware image", _IMAGES,
+              (s.FirmwareResponse, s.Failure), body=s.FirmwareUpload,
+              body_media_type="multipart/form-data", security=_KEY),
+    Operation("POST", "/firmware/list", "The account's firmware images", _IMAGES,
+              (s.FirmwareListResponse, s.Failure), body=s.Nothing, security=_KEY),
+    Operation("POST", "/firmware/del", "Delete firmware images by id", _IMAGES,
+              (s.Done, s.Failure), body=s.DeviceDeleteRequest, security=_KEY),
+    Operation("GET", "/firmware/{firmware_id}/{name}", "Download an image", _IMAGES,
+              (), path_params=("firmware_id", "name"),
+              response_media_type="application/octet-stream"),
+)
