@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -110,3 +111,17 @@ class Meter:
             "first_error": self.first_error,
             "latency_ms": self.latency.summary(),
         }
+
+
+async def measure(ctx: Context, meter: Meter, warmup: float, duration: float,
+                  drain: Callable[[], Awaitable[object]]) -> None:
+    """The shape of every timed run: `warmup` s unmeasured, then the window open for `duration`
+    s, then the drivers told to stop (`meter.running`) and `drain()` awaited."""
+    await asyncio.sleep(warmup)
+    meter.open_window()
+    ctx.window_opened(duration)
+    await asyncio.sleep(duration)
+    meter.close_window()
+    ctx.window_closed()
+    meter.running = False
+    await drain()

@@ -7,7 +7,8 @@ import asyncio
 import time
 from typing import Any
 
-from bench.base import Context, Meter, Params, Scenario
+from bench.base import Context, Meter, Params, Scenario, measure
+from bench.drivers import DRAIN_SECONDS
 from bench.httpclient import (
     HttpError,
     HttpxPoster,
@@ -19,7 +20,6 @@ from bench.httpclient import (
 )
 
 REGISTER_PATH = "/api/v2/device/registerMac"
-DRAIN_SECONDS = 10.0
 
 
 async def run_register(ctx: Context, p: Params) -> dict[str, Any]:
@@ -49,14 +49,9 @@ async def run_register(ctx: Context, p: Params) -> dict[str, Any]:
     ctx.progress.status = lambda: meter.line()
     tasks = [asyncio.create_task(worker(poster)) for poster in posters]
     try:
-        await asyncio.sleep(p["warmup"])
-        meter.open_window()
-        ctx.window_opened(p["duration"])
-        await asyncio.sleep(p["duration"])
-        meter.close_window()
-        ctx.window_closed()
-        meter.running = False
-        _, pending = await asyncio.wait(tasks, timeout=DRAIN_SECONDS)
+        await measure(ctx, meter, p["warmup"], p["duration"],
+                      lambda: asyncio.wait(tasks, timeout=DRAIN_SECONDS))
+        unfinished = sum(not task.done() for task in tasks)
     finally:
         for task in tasks:
             task.cancel()
@@ -64,7 +59,7 @@ async def run_register(ctx: Context, p: Params) -> dict[str, Any]:
         for poster in {id(x): x for x in posters}.values():
             await poster.close()
     result = meter.result()
-    result["unfinished_at_end"] = len(pending)
+    result["unfinished_at_end"] = unfinished
     return result
 
 
