@@ -144,8 +144,9 @@ def ezdata_data(status: int, body: bytes) -> Any:
 
 
 async def register_devices(host: str, port: int, count: int, sources: Sources,
-                           concurrency: int = 32) -> list[str]:
-    """Register `count` new devices (random MACs) and return their tokens, in order."""
+                           concurrency: int = 32, macs: list[str] | None = None) -> list[str]:
+    """Register `count` new devices (random MACs, or `macs`) and return their tokens, in
+    order."""
     tokens: list[str] = [""] * count
     next_index = 0
 
@@ -155,8 +156,9 @@ async def register_devices(host: str, port: int, count: int, sources: Sources,
             while next_index < count:
                 index = next_index
                 next_index += 1
+                mac = macs[index] if macs is not None else random_mac()
                 status, body = await connection.post("/api/v2/device/registerMac",
-                                                      register_body(random_mac()))
+                                                      register_body(mac))
                 tokens[index] = ezdata_data(status, body)
         finally:
             await connection.close()

@@ -47,9 +47,21 @@ def _now() -> str:
 
 
 def _lookup(doc: dict[str, Any], dotted: str) -> Any:
+    """`doc["a"]["b"]` for "a.b"; None when a part is missing (e.g. a run without baseline)."""
     for key in dotted.split("."):
+        if not isinstance(doc, dict) or key not in doc:
+            return None
         doc = doc[key]
     return doc
+
+
+def _median(values: Iterable[Any]) -> Any:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:,}"
 
 
 def _py_spy() -> str | None:
@@ -141,7 +153,7 @@ async def run_once(scenario: Scenario, params: Params, *, url: str | None,
 
 
 def _run_line(scenario: Scenario, run: dict[str, Any]) -> str:
-    values = ", ".join(f"{key} {_lookup(run, key):,}" for key in scenario.headline)
+    values = ", ".join(f"{key} {_fmt(_lookup(run, key))}" for key in scenario.headline)
     cpu = ", ".join(f"{k} {v}" for k, v in (run.get("cpu") or {}).items())
     return f"done: {values}; errors {run['errors']}; cpu {cpu or 'n/a'}"
 
@@ -168,7 +180,7 @@ async def run_scenario(scenario: Scenario, params: Params, *, url: str | None = 
             profile_seconds=profile_seconds, native=native,
             label=f"{scenario.name} {index + 1}/{repeat}"))
         runs[-1]["machine_busy_before_cores"] = busy_before
-    median = {key: statistics.median(_lookup(run, key) for run in runs)
+    median = {key: _median(_lookup(run, key) for run in runs)
               for key in (*scenario.headline, "errors")}
     return {
         "scenario": scenario.name,
@@ -214,10 +226,15 @@ def smoke(url: str | None = None, scenarios: Iterable[str] | None = None,
 
 
 def check(result: dict[str, Any]) -> None:
-    """AssertionError unless every run did some operations and none failed."""
+    """AssertionError unless every run (and its baseline) did some operations and none
+    failed."""
     for run in result["runs"]:
-        assert run["ops"] > 0, f"{result['scenario']}: no operations completed: {run}"
-        assert run["errors"] == 0, f"{result['scenario']}: errors: {run['first_error']}"
+        for measured in (run, run.get("baseline")):
+            if measured is None:
+                continue
+            assert measured["ops"] > 0, f"{result['scenario']}: nothing completed: {measured}"
+            assert measured["errors"] == 0, \
+                f"{result['scenario']}: errors: {measured['first_error']}"
 
 
 def _runner_arguments(parser: argparse.ArgumentParser) -> None:
@@ -303,12 +320,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _print_summary(scenario: Scenario, result: dict[str, Any], out: Path | None) -> None:
     print(f"{scenario.name} ({scenario.letter}), {result['repeat']} run(s):")
     for key in (*scenario.headline, "errors"):
-        each = ", ".join(f"{_lookup(run, key):,}" for run in result["runs"])
-        print(f"  {key:18} median {result['median'][key]:>12,}   runs: {each}")
+        each = ", ".join(_fmt(_lookup(run, key)) for run in result["runs"])
+        print(f"  {key:32} median {_fmt(result['median'][key]):>12}   runs: {each}")
     for key in ("loadgen_cores", "server_cores", "other_cores"):
         values = [(run.get("cpu") or {}).get(key) for run in result["runs"]]
         if all(v is not None for v in values):
-            print(f"  {'cpu.' + key:18} {'':19}   runs: {', '.join(map(str, values))}")
+            print(f"  {'cpu.' + key:32} {'':19}   runs: {', '.join(map(str, values))}")
     if out is not None:
         print(f"  result: {out}")
 

@@ -154,15 +154,16 @@ def machine_busy_seconds() -> float:
 
 class CpuWindow:
     """CPU used between `open()` and `close()` by the load generator, the server, and the rest
-    of the machine (other users of a shared machine disturb the figures: this shows how much)."""
+    of the machine (other users of a shared machine disturb the figures: this shows how much).
+    The server may be several processes (the baseline: a broker and its backend)."""
 
-    def __init__(self, server_pid: int | None) -> None:
-        self.server_pid = server_pid
+    def __init__(self, server_pid: int | tuple[int, ...] | None) -> None:
+        self.server_pids = (server_pid,) if isinstance(server_pid, int) else server_pid or ()
         self._start: tuple[float, float, float, float] | None = None
         self.result: dict[str, float] | None = None
 
     def _sample(self) -> tuple[float, float, float, float]:
-        server = process_cpu_seconds(self.server_pid) if self.server_pid else 0.0
+        server = sum(process_cpu_seconds(pid) for pid in self.server_pids)
         return time.perf_counter(), process_cpu_seconds(), server, machine_busy_seconds()
 
     def open(self) -> None:
@@ -175,7 +176,7 @@ class CpuWindow:
         wall = max(now[0] - self._start[0], 1e-9)
         loadgen, server, machine = ((now[i] - self._start[i]) / wall for i in (1, 2, 3))
         self.result = {"loadgen_cores": round(loadgen, 3)}
-        if self.server_pid:
+        if self.server_pids:
             self.result["server_cores"] = round(server, 3)
             self.result["other_cores"] = round(max(0.0, machine - loadgen - server), 3)
         self.result["machine_busy_cores"] = round(machine, 3)
@@ -191,3 +192,15 @@ async def wait_for_quiet(max_seconds: float, threshold: float = 0.3) -> float:
         busy = machine_busy_seconds() - before
         if busy < threshold or time.perf_counter() >= deadline:
             return round(busy, 3)
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of process `pid` (VmRSS), 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
