@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 DATA_TYPES = frozenset({"number", "string", "dict", "array", "file"})
+_NUMBERS = (bool, int, float)
 _DATA_TYPE_ALIASES = {"int": "number", "double": "number", "float": "number", "bool": "number",
                       "str": "string", "object": "dict", "list": "array", "json": "dict"}
 
@@ -74,7 +75,7 @@ def data_type_of(value: Any, declared: object = None) -> str:
         name = _DATA_TYPE_ALIASES.get(name, name)
         if name in DATA_TYPES:
             return name
-    if isinstance(value, bool | int | float):
+    if isinstance(value, _NUMBERS):  # a tuple: `bool | int | float` built a union per call
         return "number"
     if isinstance(value, dict):
         return "dict"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
+from collections.abc import Coroutine
+from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -15,23 +18,67 @@ from devicecloud.gateways.outbox import Outbox, Payload
 PUSH_PACING_SECONDS = 2.0
 
 
-async def _send_all(websocket: WebSocket, queue: asyncio.Queue[Payload]) -> None:
-    while True:
-        data = await queue.get()
+class Sender:
+    """Writes one socket's outgoing messages in order without a task per message: a send
+    completes at once while the socket is writable, so it is stepped synchronously; only when
+    one has to wait (the peer reads slowly) does a task finish it and the messages behind it."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+        self.backlog: deque[str] | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.broken = False
+
+    def write(self, data: Payload) -> None:
+        # Text frames only: firmwares ignore binary frames.
+        text = data if isinstance(data, str) else data.decode()
+        if self.broken:
+            return
+        if self.backlog is not None:
+            self.backlog.append(text)
+            return
+        sending = self.websocket.send_text(text)
         try:
-            # Text frames only: firmwares ignore binary frames.
-            await websocket.send_text(data if isinstance(data, str) else data.decode())
+            waiting = sending.send(None)
+        except StopIteration:
+            return
+        except Exception:  # the socket is gone; what is left has nowhere to go
+            self.broken = True
+            return
+        self.backlog = deque()
+        self.task = asyncio.create_task(self._finish(sending, waiting))
+
+    async def _finish(self, sending: Coroutine[Any, Any, None], waiting: Any) -> None:
+        try:
+            while True:
+                with contextlib.suppress(Exception):
+                    await waiting
+                try:
+                    waiting = sending.send(None)
+                except StopIteration:
+                    break
+            while self.backlog:
+                await self.websocket.send_text(self.backlog.popleft())
+        except Exception:
+            self.broken = True
         finally:
-            queue.task_done()
+            self.backlog = None
+
+    async def flushed(self) -> None:
+        """Return once everything written so far has been handed to the socket."""
+        while self.task is not None and not self.task.done():
+            await asyncio.wait([self.task])
+
+    def pending(self) -> bool:
+        return self.backlog is not None and not self.broken
 
 
 async def serve_ezdata_websocket(websocket: WebSocket, cloud: DeviceCloud, hub: Hub) -> None:
     """Run one device's WebSocket until it closes."""
     await websocket.accept()
-    queue: asyncio.Queue[Payload] = asyncio.Queue()
-    session = DeviceSession(cloud, hub, Outbox(queue.put_nowait, PUSH_PACING_SECONDS),
-                            "websocket", queue.join)
-    sender = asyncio.create_task(_send_all(websocket, queue))
+    sender = Sender(websocket)
+    session = DeviceSession(cloud, hub, Outbox(sender.write, PUSH_PACING_SECONDS),
+                            "websocket", sender.flushed)
     try:
         while True:
             message = await websocket.receive()
@@ -45,9 +92,10 @@ async def serve_ezdata_websocket(websocket: WebSocket, cloud: DeviceCloud, hub: 
         await session.close()
         # Answers to requests already received still go out if the socket allows.
         for _ in range(100):
-            if queue.empty() or sender.done():
+            if not sender.pending():
                 break
             await asyncio.sleep(0.01)
-        sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await sender
+        if sender.task is not None:
+            sender.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender.task

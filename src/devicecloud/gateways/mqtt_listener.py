@@ -32,12 +32,29 @@ MAX_PACKET_SIZE = 64 * 1024
 _PINGRESP = mqtt.encode(mqtt.Pingresp())
 
 
+def _topic_head(topic: str) -> bytes:
+    """A topic name as PUBLISH carries it: two length bytes, then UTF-8."""
+    data = topic.encode()
+    return len(data).to_bytes(2, "big") + data
+
+
+def _publish_frame(topic_head: bytes, payload: bytes) -> bytes:
+    """A QoS 0, not retained PUBLISH (what `mqtt.encode(mqtt.Publish(topic, payload))` gives)."""
+    size = len(topic_head) + len(payload)
+    return b"\x30" + mqtt.encode_remaining_length(size) + topic_head + payload
+
+
 async def _nothing_to_flush() -> None:
     """MQTT writes go straight to the transport's buffer."""
 
 
 class MqttConnection(asyncio.Protocol):
-    """One device connection."""
+    """One device connection. Its writes are gathered and handed to the transport once per
+    event-loop iteration: answers settled together cost one system call, not one each."""
+
+    __slots__ = ("awaiting_release", "backlog", "client_id", "closing", "connecting", "down",
+                 "down_head", "keepalive", "last_heard", "listener", "parser", "pending",
+                 "session", "subscribed", "timer", "transport", "up")
 
     def __init__(self, listener: MqttListener) -> None:
         self.listener = listener
@@ -46,10 +63,13 @@ class MqttConnection(asyncio.Protocol):
         self.session: DeviceSession | None = None
         self.client_id = ""
         self.down = ""
+        self.down_head = b""
+        self.up = ""
+        self.pending: list[bytes] | None = None
         self.subscribed = False
         self.connecting = False
-        self.backlog: list[mqtt.Packet] = []
-        self.awaiting_release: dict[int, bool] = {}
+        self.backlog: list[mqtt.Packet] | None = None
+        self.awaiting_release: dict[int, bool] | None = None
         self.keepalive = 0.0
         self.last_heard = 0.0
         self.timer: asyncio.TimerHandle | None = None
@@ -97,6 +117,8 @@ class MqttConnection(asyncio.Protocol):
     def _handle(self, packet: mqtt.Packet) -> None:
         if self.session is None:
             if self.connecting:
+                if self.backlog is None:
+                    self.backlog = []
                 self.backlog.append(packet)
             elif isinstance(packet, mqtt.Connect):
                 self.connecting = True
@@ -113,7 +135,8 @@ class MqttConnection(asyncio.Protocol):
         elif isinstance(packet, mqtt.Subscribe):
             self._subscribe(packet)
         elif isinstance(packet, mqtt.Pubrel):
-            self.awaiting_release.pop(packet.packet_id, None)
+            if self.awaiting_release is not None:
+                self.awaiting_release.pop(packet.packet_id, None)
             self._write(mqtt.encode(mqtt.Pubcomp(packet.packet_id)))
         elif isinstance(packet, mqtt.Unsubscribe):
             if self.down in packet.topic_filters:
@@ -136,6 +159,8 @@ class MqttConnection(asyncio.Protocol):
             return
         self.client_id = packet.client_id
         self.down = down_topic(device.token)
+        self.down_head = _topic_head(self.down)
+        self.up = up_topic(device.token)
         self.listener.take_over(self)
         self._write(mqtt.encode(mqtt.Connack(False, ConnackCode.ACCEPTED)))
         session = DeviceSession(self.listener.cloud, self.listener.hub,
@@ -145,7 +170,7 @@ class MqttConnection(asyncio.Protocol):
         self.session = session
         self.keepalive = packet.keepalive * KEEPALIVE_GRACE
         self._arm_keepalive()
-        backlog, self.backlog = self.backlog, []
+        backlog, self.backlog = self.backlog or [], None
         for queued in backlog:
             if not self.closing:
                 self._handle(queued)
@@ -177,8 +202,8 @@ class MqttConnection(asyncio.Protocol):
 
     def _publish(self, packet: mqtt.Publish) -> None:
         session = self.session
-        assert session is not None and session.device is not None
-        if packet.topic != up_topic(session.device.token):
+        assert session is not None
+        if packet.topic != self.up:
             self.close(f"publish to a foreign topic {packet.topic[:80]!r}")
             return
         pid = packet.packet_id
@@ -187,6 +212,8 @@ class MqttConnection(asyncio.Protocol):
             before = self._acknowledge(mqtt.Puback(pid or 0))
         elif packet.qos == 2:
             assert pid is not None
+            if self.awaiting_release is None:
+                self.awaiting_release = {}
             if pid in self.awaiting_release:  # a resent QoS 2 message is carried out once
                 if self.awaiting_release[pid]:
                     self._write(mqtt.encode(mqtt.Pubrec(pid)))
@@ -197,8 +224,9 @@ class MqttConnection(asyncio.Protocol):
 
     def _acknowledge(self, ack: mqtt.Puback | mqtt.Pubrec) -> Callable[[], None]:
         def send() -> None:
-            if isinstance(ack, mqtt.Pubrec) and ack.packet_id in self.awaiting_release:
-                self.awaiting_release[ack.packet_id] = True
+            waiting = self.awaiting_release
+            if isinstance(ack, mqtt.Pubrec) and waiting and ack.packet_id in waiting:
+                waiting[ack.packet_id] = True
             self._write(mqtt.encode(ack))
         return send
 
@@ -208,15 +236,25 @@ class MqttConnection(asyncio.Protocol):
         if not self.subscribed:
             return
         data = payload.encode() if isinstance(payload, str) else payload
-        frame = mqtt.encode(mqtt.Publish(self.down, data))
+        frame = _publish_frame(self.down_head, data)
         if len(frame) > DOWNLINK_LIMIT:
-            frame = mqtt.encode(mqtt.Publish(self.down, ezdata.error(
-                f"message larger than the {DOWNLINK_LIMIT}-byte MQTT downlink limit")))
+            frame = _publish_frame(self.down_head, ezdata.error(
+                f"message larger than the {DOWNLINK_LIMIT}-byte MQTT downlink limit"))
         self._write(frame)
 
     def _write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.pending is None:
+            self.pending = [data]
+            asyncio.get_running_loop().call_soon(self._flush)
+        else:
+            self.pending.append(data)
+
+    def _flush(self) -> None:
+        pending, self.pending = self.pending, None
+        if pending and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def close(self, reason: str, polite: bool = False) -> None:
         if self.closing:
@@ -224,6 +262,7 @@ class MqttConnection(asyncio.Protocol):
         self.closing = True
         (log.debug if polite else log.info)("MQTT %s closed: %s", self.client_id or "-", reason)
         if self.transport is not None:
+            self._flush()
             self.transport.close()
 
     # timers --------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ _STOP = None
 class GroupCommitter:
     """Owns one SQLite connection on one thread; `call(fn, *args)` runs `fn(conn, *args)` there."""
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection], max_batch: int = 2000,
+    def __init__(self, connect: Callable[[], sqlite3.Connection], max_batch: int = 20_000,
                  begin: str = "BEGIN IMMEDIATE") -> None:
         self._connect = connect
         self._begin = begin
