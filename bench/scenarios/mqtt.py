@@ -292,7 +292,7 @@ def _idle_arguments(parser: argparse.ArgumentParser) -> None:
     _mqtt_arguments(parser)
 
 
-SMOKE: Params = {"devices": 5, "duration": 1.0, "warmup": 0.3}
+SMOKE: Params = {"devices": 5, "duration": 0.5, "warmup": 0.2}
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("mqtt-updates", "a",
