@@ -20,20 +20,20 @@ import pytest
 # With DEVICECLOUD_TEST_POSTGRES=postgresql://user@host:port/db every server runs on PostgreSQL:
 # a database of its own per data directory (servers sharing a data directory share it).
 POSTGRES_ADMIN_URL = os.environ.get("DEVICECLOUD_TEST_POSTGRES", "")
-_created_databases: list[str] = []
+_created_databases: list[tuple[str, str]] = []  # (admin URL, database name)
 
 
-def postgres_database(data_dir: Path) -> str:
+def postgres_database(data_dir: Path, admin_url: str = POSTGRES_ADMIN_URL) -> str:
     """A fresh database for `data_dir` (the same one on later calls); returns its URL."""
     import psycopg
 
     name = "dc_test_" + hashlib.sha1(str(data_dir).encode()).hexdigest()[:16]
-    if name not in _created_databases:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+    if (admin_url, name) not in _created_databases:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             admin.execute(f'CREATE DATABASE "{name}"')
-        _created_databases.append(name)
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+        _created_databases.append((admin_url, name))
+    base = admin_url.rsplit("/", 1)[0]
     return f"{base}/{name}"
 
 
@@ -47,8 +47,8 @@ def database_url(data_dir: Path) -> str:
 def drop_test_databases() -> None:
     import psycopg
 
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        for name in _created_databases:
+    for admin_url, name in _created_databases:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     _created_databases.clear()
 
@@ -148,7 +148,7 @@ def pytest_report_header() -> str:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Under CI=true a skipped test is a failure: CI must prove everything."""
-    if POSTGRES_ADMIN_URL and _created_databases:
+    if _created_databases:
         drop_test_databases()
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = reporter.stats.get("skipped", []) if reporter else []

@@ -28,6 +28,7 @@ from devicecloud.gateways.ezdata_ws import serve_ezdata_websocket
 from devicecloud.gateways.hub import Hub
 from devicecloud.gateways.mqtt_bridge import MqttBridge
 from devicecloud.gateways.mqtt_listener import MqttListener
+from devicecloud.gateways.partition import LiveMembers, Partition, StaticPartition
 from devicecloud.gateways.presence import LocalPresence, RedisPresence
 from devicecloud.store import migrate
 from devicecloud.store.postgres import PostgresStore
@@ -64,6 +65,15 @@ async def open_bus(settings: Settings) -> MemoryBus | RedisBus:
     bus = RedisBus(settings.bus_url)
     await bus.start()
     return bus
+
+
+def mqtt_partition(settings: Settings, presence: LocalPresence) -> Partition:
+    """The devices this instance answers for if the broker cannot share a subscription: a fixed
+    `--mqtt-partition`, else with a Redis bus a share of the live instances, else all."""
+    index, count = settings.partition
+    if count == 1 and isinstance(presence, RedisPresence):
+        return LiveMembers(presence)
+    return StaticPartition(index, count)
 
 
 async def healthz(request: Request) -> Response:
@@ -119,7 +129,8 @@ def create_app(settings: Settings) -> Starlette:
         app.state.presence = presence
         listener: MqttListener | MqttBridge | None = None
         if settings.mqtt_broker:
-            listener = MqttBridge(cloud, hub, bus, settings.mqtt_broker, settings.partition)
+            listener = MqttBridge(cloud, hub, bus, settings.mqtt_broker,
+                                  mqtt_partition(settings, presence))
             await listener.start()
         elif settings.mqtt_port:
             listener = MqttListener(cloud, hub, settings.host, settings.mqtt_port,

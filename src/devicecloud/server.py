@@ -97,7 +97,7 @@ def serve_workers(settings: Settings, argv: list[str]) -> int:
     dies is started again; SIGINT or SIGTERM stops them all gracefully."""
     migrate.upgrade(settings.resolved_database_url)  # once, before the workers race for it
     env = {**os.environ, "DEVICECLOUD_WORKERS": "1", "DEVICECLOUD_REUSE_PORT": "true"}
-    command = [sys.executable, "-m", "devicecloud", *argv]
+    command = [sys.executable, "-m", "devicecloud", *argv, "--workers", "1"]  # the last one wins
     stopping = False
 
     def stop(signum: int, frame: FrameType | None) -> None:

@@ -64,6 +64,10 @@ def test_agents_pushes_and_local_data(client: TestClient) -> None:
 
     query = f"device_type=hardware&device_id={MAC}&version=1&api_key={agent.api_key}"
     with client.websocket_connect(f"/connect_espai_node?{query}") as ws:
+        for _ in range(250):  # the socket is open; wait until the device has joined
+            if call(client, espai.list_devices, account, {"is_online": "1"})[1] == 1:
+                break
+            time.sleep(0.02)
         call(client, espai.send_message, account, device_id, "你好")
         assert ws.receive_json() == {"type": "message", "message": "你好"}
         call(client, espai.ask_local_data, account, device_id)

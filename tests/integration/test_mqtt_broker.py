@@ -4,69 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 from conftest import Server, free_port, random_mac
 from mqtt_clients import PahoDevice, RawMqtt
+from services import Mosquitto, start_mosquitto
 
 from devicecloud.protocols import mqtt
 
-DEPLOY = Path(__file__).parents[2] / "deploy" / "mosquitto"
-SERVICE_PASSWORD = "s3cret-service-password"
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None,
                                 reason="Debian's mosquitto is not installed")
-
-
-@dataclass
-class Mosquitto:
-    device_port: int
-    service_port: int
-    process: subprocess.Popen[bytes]
-
-    @property
-    def broker_url(self) -> str:
-        return f"mqtt://devicecloud:{SERVICE_PASSWORD}@127.0.0.1:{self.service_port}"
-
-
-def wait_for_port(port: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-def start_mosquitto(folder: Path, device_port: int, service_port: int) -> Mosquitto:
-    """Mosquitto with the shipped configuration, moved to free ports and a private folder."""
-    folder.mkdir(exist_ok=True)
-    for name in ("devices.acl", "service.acl"):
-        shutil.copy(DEPLOY / name, folder / name)
-    subprocess.run(["mosquitto_passwd", "-b", "-c", str(folder / "service.passwd"), "devicecloud",
-                    SERVICE_PASSWORD], check=True, capture_output=True)
-    (folder / "service.passwd").chmod(0o600)
-    config = (DEPLOY / "mosquitto.conf").read_text()
-    config = (config.replace("listener 1883", f"listener {device_port} 127.0.0.1")
-              .replace("listener 1884", f"listener {service_port}")
-              .replace("/etc/mosquitto/devicecloud", str(folder)))
-    if os.getuid() == 0:  # keep root, or Mosquitto's own user cannot read pytest's private folder
-        config += "\nuser root\n"
-    (folder / "mosquitto.conf").write_text(config)
-    process = subprocess.Popen(["mosquitto", "-c", str(folder / "mosquitto.conf")],
-                               stdout=subprocess.DEVNULL, stderr=open(folder / "log", "ab"))  # noqa: SIM115
-    wait_for_port(device_port)
-    wait_for_port(service_port)
-    return Mosquitto(device_port, service_port, process)
 
 
 @pytest.fixture

@@ -23,6 +23,8 @@ class MemoryBus:
             except Exception:  # one faulty subscriber must not starve the others
                 log.exception("event handler failed for %s", type(event).__name__)
 
-    def subscribe(self, handler: Callable[[Event], None]) -> Callable[[], None]:
+    def subscribe(self, handler: Callable[[Event], None],
+                  own_only: bool = False) -> Callable[[], None]:
+        """Every event here is this process's own, so `own_only` changes nothing."""
         self._handlers.append(handler)
         return lambda: self._handlers.remove(handler)

@@ -37,7 +37,8 @@ class RedisBus:
         self.instance = uuid.uuid4().hex.encode()
         self.connected = False
         self.dropped = 0
-        self._local = MemoryBus()
+        self._local = MemoryBus()  # every event, wherever published
+        self._own = MemoryBus()  # events published by this process
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_LIMIT)
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribed = asyncio.Event()
@@ -64,13 +65,15 @@ class RedisBus:
 
     def publish(self, event: Event) -> None:
         self._local.publish(event)
+        self._own.publish(event)
         try:
             self._queue.put_nowait(self.instance + b"|" + codec.encode(event))
         except asyncio.QueueFull:
             self.dropped += 1
 
-    def subscribe(self, handler: Callable[[Event], None]) -> Callable[[], None]:
-        return self._local.subscribe(handler)
+    def subscribe(self, handler: Callable[[Event], None],
+                  own_only: bool = False) -> Callable[[], None]:
+        return (self._own if own_only else self._local).subscribe(handler)
 
     def health(self) -> dict[str, object]:
         return {"kind": "redis", "connected": self.connected, "queued": self._queue.qsize(),

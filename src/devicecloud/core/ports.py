@@ -166,8 +166,13 @@ class Bus(Protocol):
 
     def publish(self, event: Event) -> None: ...
 
-    def subscribe(self, handler: Callable[[Event], None]) -> Callable[[], None]:
-        """Call `handler` for every event from now on; returns a function that unsubscribes."""
+    def subscribe(self, handler: Callable[[Event], None],
+                  own_only: bool = False) -> Callable[[], None]:
+        """Call `handler` for every event from now on; returns a function that unsubscribes.
+
+        With `own_only`, only for events published by this process (for consumers that can reach
+        every device from any process, such as a shared MQTT broker, and must act only once).
+        """
         ...
 
 

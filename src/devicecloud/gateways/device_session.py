@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 class DeviceSession:
     """Logs a device in, answers its requests in order, and queues pushes for it."""
 
+    __slots__ = ("_flushed", "_idle", "_login", "_serving", "_tasks", "cloud", "device",
+                 "draining", "hub", "outbox", "transport", "value_on_top")
+
     def __init__(self, cloud: DeviceCloud, hub: Hub, outbox: Outbox, transport: str,
                  flushed: Callable[[], Awaitable[object]], value_on_top: bool = False) -> None:
         self.cloud = cloud
@@ -32,7 +35,7 @@ class DeviceSession:
         self.device: Device | None = None
         self.draining = False
         self._flushed = flushed
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] | None = None
         self._login: asyncio.Task[None] | None = None
         self._serving = 0
         self._idle: asyncio.Future[None] | None = None
@@ -59,6 +62,8 @@ class DeviceSession:
 
     def _start(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(work)
+        if self._tasks is None:
+            self._tasks = set()
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task

@@ -2,7 +2,8 @@
 is a client of it. It takes up messages from the shared subscription
 `$share/devicecloud/$ezdata/+/up` (so several instances split the load and each message is
 handled once), answers and pushes on `$ezdata/{token}/down`, and follows presence from the
-broker's own `$SYS` announcements where the broker makes them."""
+broker's own `$SYS` announcements where the broker makes them. A broker that cannot share the
+subscription gets a plain one, and the instances split the devices (`partition`)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from devicecloud.gateways.hub import Hub, push_for
 from devicecloud.gateways.mqtt_client import BrokerAddress, MqttClientConnection
 from devicecloud.gateways.mqtt_listener import DOWNLINK_LIMIT
 from devicecloud.gateways.outbox import Outbox, Payload
+from devicecloud.gateways.partition import Partition, StaticPartition
 from devicecloud.protocols import broker_events, ezdata, mqtt
 from devicecloud.protocols.ezdata import down_topic
 
@@ -55,7 +57,7 @@ class MqttBridge:
     """Keeps one connection to the broker, reconnecting whenever it is lost."""
 
     def __init__(self, cloud: DeviceCloud, hub: Hub, bus: Bus, url: str,
-                 partition: tuple[int, int] = (0, 1)) -> None:
+                 partition: Partition | None = None) -> None:
         self.cloud = cloud
         self.hub = hub
         self.address = BrokerAddress.parse(url)
@@ -64,17 +66,20 @@ class MqttBridge:
         self.sessions: dict[str, DeviceSession] = {}
         self.clients: dict[str, tuple[str, BrokerClient]] = {}
         self.connected = asyncio.Event()
-        self.partition = partition
+        self.partition = partition or StaticPartition(0, 1)
         self.shared = True
         self._probe_topic = f"$ezdata/{self.client_id}-probe/up"
         self._probed = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._waiting: dict[str, list[tuple[bytes, Callable[[], None] | None]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._unsubscribe = bus.subscribe(self._on_event)
+        # Any instance can publish to any device through the broker: each push is sent by the
+        # instance where its change was made.
+        self._unsubscribe = bus.subscribe(self._on_event, own_only=True)
 
     async def start(self, wait: float = 10.0) -> None:
         """Start connecting; wait up to `wait` seconds for the first connection."""
+        await self.partition.start()
         self._runner = asyncio.create_task(self._run())
         try:
             await asyncio.wait_for(self.connected.wait(), wait)
@@ -97,6 +102,7 @@ class MqttBridge:
                                  return_exceptions=True)
         if self.connection is not None:
             self.connection.close()
+        await self.partition.close()
 
     async def _run(self) -> None:
         failures = 0
@@ -122,8 +128,8 @@ class MqttBridge:
             if not self.shared:
                 await connection.subscribe([(PLAIN_UP, 1)])
                 log.warning("the broker does not deliver $share subscriptions of $ezdata topics "
-                            "(Mosquitto 2.0 does not): this instance takes partition %d of %d "
-                            "of the devices (--mqtt-partition)", *self.partition)
+                            "(Mosquitto 2.0 does not): the instances split the devices "
+                            "(%s)", type(self.partition).__name__)
             try:
                 await connection.subscribe([(topic, 0) for topic in broker_events.SUBSCRIPTIONS])
             except PermissionError:
@@ -150,8 +156,7 @@ class MqttBridge:
     def _mine(self, token: str) -> bool:
         """Without shared subscriptions every instance sees every message: each handles its
         partition of the tokens."""
-        index, count = self.partition
-        return self.shared or count <= 1 or int(token[:8], 16) % count == index
+        return self.shared or self.partition.owns(token)
 
     # up messages -----------------------------------------------------------------------------
 

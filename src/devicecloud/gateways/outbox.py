@@ -15,6 +15,8 @@ from collections import deque
 from collections.abc import Callable
 
 Payload = bytes | str
+_NO_SLOTS: deque[Slot] = deque(maxlen=0)  # shared stand-ins, replaced before anything is added
+_NO_PUSHES: dict[str, Payload] = {}
 
 
 class Slot:
@@ -30,13 +32,16 @@ class Slot:
 
 
 class Outbox:
-    """Orders one connection's outgoing messages; `write` must not block."""
+    """Orders one connection's outgoing messages; `write` must not block. The queues are made
+    on first use: an idle connection (most of them) keeps none."""
+
+    __slots__ = ("_pace_seconds", "_paced", "_pushes", "_slots", "_timer", "_write", "closed")
 
     def __init__(self, write: Callable[[Payload], None], pace_seconds: float | None) -> None:
         self._write = write
         self._pace_seconds = pace_seconds
-        self._slots: deque[Slot] = deque()
-        self._pushes: dict[str, Payload] = {}
+        self._slots: deque[Slot] = _NO_SLOTS
+        self._pushes: dict[str, Payload] = _NO_PUSHES
         self._paced = False
         self._timer: asyncio.TimerHandle | None = None
         self.closed = False
@@ -45,6 +50,8 @@ class Outbox:
                before: Callable[[], None] | None = None) -> Slot:
         """Reserve the next place in the answer order."""
         slot = Slot(releases_pacing, before)
+        if self._slots is _NO_SLOTS:
+            self._slots = deque()
         self._slots.append(slot)
         return slot
 
@@ -54,6 +61,8 @@ class Outbox:
 
     def push(self, key: str, data: Payload) -> None:
         """Queue a push; an older push with the same key not yet sent is replaced."""
+        if self._pushes is _NO_PUSHES:
+            self._pushes = {}
         self._pushes.pop(key, None)
         self._pushes[key] = data
         self._flush()

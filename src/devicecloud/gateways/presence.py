@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Collection
 
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 INSTANCE_TTL = 10
 REFRESH_EVERY = 3.0
+SETTLE_SECONDS = 2.5  # a new process joins the MQTT partition once every other has seen it
 _PRESENCE = "devicecloud:presence:"
 _INSTANCE = "devicecloud:instance:"
 
@@ -56,12 +58,14 @@ class RedisPresence(LocalPresence):
         super().__init__(hub)
         self.redis = Redis.from_url(url, decode_responses=True)
         self.instance = uuid.uuid4().hex
+        self.started = time.time()
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         hub.on_change = self._changed
 
     async def start(self) -> None:
+        await self._announce()
         self._tasks = [asyncio.create_task(self._write()), asyncio.create_task(self._beat())]
 
     async def close(self) -> None:
@@ -109,6 +113,16 @@ class RedisPresence(LocalPresence):
                         problem)
         return held
 
+    async def members(self) -> list[str]:
+        """The live processes, each settled (up for SETTLE_SECONDS) unless none is yet."""
+        keys = [key async for key in self.redis.scan_iter(_INSTANCE + "*", count=500)]
+        started = await self.redis.mget(keys) if keys else []
+        alive = {key[len(_INSTANCE):]: float(since) for key, since in zip(keys, started,
+                                                                          strict=True)
+                 if since is not None}
+        settled = [i for i, since in alive.items() if time.time() - since >= SETTLE_SECONDS]
+        return settled or list(alive)
+
     def _changed(self, token: str) -> None:
         self._dirty.add(token)
         self._wake.set()
@@ -133,12 +147,16 @@ class RedisPresence(LocalPresence):
                 await asyncio.sleep(1.0)
                 self._wake.set()
 
+    async def _announce(self) -> None:
+        """Say this process is alive, for INSTANCE_TTL seconds."""
+        try:
+            await self.redis.set(_INSTANCE + self.instance, str(self.started), ex=INSTANCE_TTL)
+            if self._dirty:
+                self._wake.set()
+        except (RedisError, OSError) as problem:
+            log.warning("presence: cannot refresh this process's liveness (%s)", problem)
+
     async def _beat(self) -> None:
         while True:
-            try:
-                await self.redis.set(_INSTANCE + self.instance, "1", ex=INSTANCE_TTL)
-                if self._dirty:
-                    self._wake.set()
-            except (RedisError, OSError) as problem:
-                log.warning("presence: cannot refresh this process's liveness (%s)", problem)
             await asyncio.sleep(REFRESH_EVERY)
+            await self._announce()
