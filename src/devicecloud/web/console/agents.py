@@ -1,0 +1,124 @@
+"""The console's ESP-AI pages: an account's agents (超体) and its firmware images."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.datastructures import UploadFile
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from devicecloud.core.errors import DeviceCloudError, InvalidRequest
+from devicecloud.core.espai import EspAi, firmware_record
+from devicecloud.web.console.routes import Visit, _sentence, page
+
+AGENTS = "/console/agents"
+
+
+def _espai(visit: Visit) -> EspAi:
+    espai: EspAi = visit.request.app.state.espai
+    return espai
+
+
+def _agent_id(visit: Visit) -> str:
+    return str(visit.request.path_params["agent_id"])
+
+
+async def _act(visit: Visit, work: Callable[[], Awaitable[str]]) -> Response:
+    """Run one change; back to the agents page with what happened, or why it did not."""
+    try:
+        message = await work()
+    except DeviceCloudError as problem:
+        return visit.go(AGENTS, _sentence(str(problem)), error=True)
+    return visit.go(AGENTS, message)
+
+
+@page()
+async def agents(visit: Visit) -> Response:
+    espai = _espai(visit)
+    base = visit.console.settings.base_url(str(visit.request.base_url))
+    images = [firmware_record(image, base) for image in await espai.firmware_of(visit.me)]
+    return visit.render("agents.html", agents=await espai.agents_of(visit.me), firmware=images,
+                        default_voice_server=espai.default_voice_server,
+                        mask_wifi_pwd=await espai.mask_wifi_pwd(visit.me))
+
+
+@page()
+async def wifi_pwd_choice(visit: Visit) -> Response:
+    async def work() -> str:
+        hidden = visit.text("mask") == "on"
+        await _espai(visit).set_mask_wifi_pwd(visit.me, hidden)
+        return f"wifi_pwd is {'hidden as ******' if hidden else 'shown'} in API results."
+    return await _act(visit, work)
+
+
+@page()
+async def add_agent(visit: Visit) -> Response:
+    async def work() -> str:
+        agent = await _espai(visit).create_agent(visit.me, visit.text("name"),
+                                                 visit.text("server_url"))
+        return f"Agent {agent.name} made; devices set up with its api_key join it."
+    return await _act(visit, work)
+
+
+@page()
+async def edit_agent(visit: Visit) -> Response:
+    async def work() -> str:
+        agent = await _espai(visit).update_agent(visit.me, _agent_id(visit),
+                                                 name=visit.text("name"),
+                                                 server_url=visit.text("server_url"))
+        return f"Agent {agent.name} saved."
+    return await _act(visit, work)
+
+
+@page()
+async def new_agent_key(visit: Visit) -> Response:
+    async def work() -> str:
+        agent = await _espai(visit).regenerate_agent_key(visit.me, _agent_id(visit))
+        return (f"New api_key for {agent.name}; devices set up with the old one must be set up "
+                "again.")
+    return await _act(visit, work)
+
+
+@page()
+async def delete_agent(visit: Visit) -> Response:
+    async def work() -> str:
+        await _espai(visit).delete_agent(visit.me, _agent_id(visit))
+        return "Agent deleted; its devices were unbound and told so."
+    return await _act(visit, work)
+
+
+@page()
+async def upload_firmware(visit: Visit) -> Response:
+    async def work() -> str:
+        upload = visit.form.get("file") if visit.form is not None else None
+        if not isinstance(upload, UploadFile):
+            raise InvalidRequest("choose a firmware file to upload")
+        image = await _espai(visit).upload_firmware(
+            visit.me, visit.text("bin_id"), visit.text("version"),
+            upload.filename or "firmware.bin", await upload.read())
+        return (f"Firmware {image.bin_id} {image.version} uploaded; devices asking for an "
+                "update get it.")
+    return await _act(visit, work)
+
+
+@page()
+async def delete_firmware(visit: Visit) -> Response:
+    async def work() -> str:
+        image = await _espai(visit).delete_firmware(visit.me,
+                                                    visit.request.path_params["firmware_id"])
+        return f"Firmware {image.bin_id} {image.version} deleted."
+    return await _act(visit, work)
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route(AGENTS, agents, methods=["GET"]),
+        Route(f"{AGENTS}/add", add_agent, methods=["POST"]),
+        Route(f"{AGENTS}/wifi-pwd", wifi_pwd_choice, methods=["POST"]),
+        Route(AGENTS + "/{agent_id}/edit", edit_agent, methods=["POST"]),
+        Route(AGENTS + "/{agent_id}/key", new_agent_key, methods=["POST"]),
+        Route(AGENTS + "/{agent_id}/delete", delete_agent, methods=["POST"]),
+        Route("/console/firmware/upload", upload_firmware, methods=["POST"]),
+        Route("/console/firmware/{firmware_id}/delete", delete_firmware, methods=["POST"]),
+    ]
