@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 from clients import WsDevice
-from conftest import Server
+from conftest import Server, random_mac
+from espai_support import add_device, new_tenant, wait_online
 from services import PrivateRedis
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
@@ -101,3 +102,20 @@ async def test_presence_is_shared_between_processes(pair: tuple[Server, Server])
     while (await status(second))["online"] is not False:
         assert time.monotonic() < deadline, "the other process never saw the device go"
         await asyncio.sleep(0.05)
+
+
+async def test_espai_is_online_holds_while_any_process_holds_the_device(
+        pair: tuple[Server, Server]) -> None:
+    first, second = pair
+    tenant = new_tenant(first)
+    mac = random_mac()
+    assert add_device(first, tenant, mac)["success"] is True
+    token = first.register(mac=mac)
+    on_first = await WsDevice.connect(first.ws_url, token)
+    on_second = await WsDevice.connect(second.ws_url, token)
+    await asyncio.to_thread(wait_online, first, tenant, mac, "1")
+    await on_second.close()  # still held by the first process
+    await asyncio.sleep(0.5)
+    assert (await asyncio.to_thread(wait_online, second, tenant, mac, "1"))["is_online"] == "1"
+    await on_first.close()
+    await asyncio.to_thread(wait_online, second, tenant, mac, "0")
