@@ -8,11 +8,10 @@ As a device (`send`, `recv`, `on_message`) it speaks EzData on `$ezdata/{token}/
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable
 from typing import cast
 
-from bench.net import open_socket
+from bench.net import Inbox, open_socket
 
 _PINGREQ = b"\xc0\x00"
 _DISCONNECT = b"\xe0\x00"
@@ -56,11 +55,12 @@ def publish_packet(topic: bytes, payload: bytes) -> bytes:
             topic + payload)
 
 
-class MqttClient(asyncio.Protocol):
+class MqttClient(Inbox, asyncio.Protocol):
     """One MQTT connection; `ready` resolves once CONNACK and SUBACK accepted it."""
 
     def __init__(self, client_id: str, username: str | None, keepalive: int,
                  subscribe: str, up: str = "") -> None:
+        super().__init__()
         self.on_message: Callable[[bytes], None] | None = None
         self.on_publish: Callable[[bytes, bytes], None] | None = None
         self.closed = False
@@ -70,8 +70,6 @@ class MqttClient(asyncio.Protocol):
         up_bytes = up.encode()
         self._up_head = len(up_bytes).to_bytes(2, "big") + up_bytes
         self._buffer = b""
-        self._inbox: deque[bytes] = deque()
-        self._waiter: asyncio.Future[None] | None = None
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # asyncio.Protocol --------------------------------------------------------------------------
@@ -119,8 +117,7 @@ class MqttClient(asyncio.Protocol):
                 elif self.on_message is not None:
                     self.on_message(payload)
                 else:
-                    self._inbox.append(payload)
-                    self._wake()
+                    self._keep(payload)
             elif kind == 2 and data[start + 1] != 0:
                 self._fail(MqttError(f"CONNACK refused: code {data[start + 1]}"))
             elif kind == 9:
@@ -155,20 +152,6 @@ class MqttClient(asyncio.Protocol):
             self.transport.close()
 
     # receiving ---------------------------------------------------------------------------------
-
-    async def recv(self, timeout: float = 10.0) -> str:
-        """The next message's payload, decoded (only while `on_message` is not set)."""
-        async with asyncio.timeout(timeout):
-            while not self._inbox:
-                if self.closed:
-                    raise ConnectionError("MQTT connection closed")
-                self._waiter = asyncio.get_running_loop().create_future()
-                await self._waiter
-        return self._inbox.popleft().decode("utf-8", "replace")
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
 
     def _fail(self, problem: Exception) -> None:
         if not self.ready.done():

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import socket
+from collections import deque
 from urllib.parse import urlsplit
 
 # Linux: pick the source port at connect() time (per 4-tuple), not at bind() time (per address).
@@ -51,3 +52,32 @@ async def open_socket(host: str, port: int, source: str | None) -> socket.socket
         sock.close()
         raise
     return sock
+
+
+class Inbox:
+    """Received messages kept for `await recv()` (setup steps and low-rate scenarios; the hot
+    path hands them to a callback instead). Mixed into the WebSocket and MQTT clients."""
+
+    closed: bool
+
+    def __init__(self) -> None:
+        self._inbox: deque[bytes] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def recv(self, timeout: float = 10.0) -> str:
+        """The next message, decoded."""
+        async with asyncio.timeout(timeout):
+            while not self._inbox:
+                if self.closed:
+                    raise ConnectionError("connection closed")
+                self._waiter = asyncio.get_running_loop().create_future()
+                await self._waiter
+        return self._inbox.popleft().decode("utf-8", "replace")
+
+    def _keep(self, payload: bytes) -> None:
+        self._inbox.append(payload)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)

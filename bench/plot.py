@@ -25,9 +25,10 @@ def series(path: Path) -> list[tuple[str, list[float]]]:
     """(label, median latency per point) for devicecloud and the baseline in one result file."""
     result: dict[str, Any] = orjson.loads(path.read_bytes())
     found = []
-    for who, pick in (("devicecloud", lambda run: run), ("baseline", lambda run: run.get(
-            "baseline"))):
-        summaries = [pick(run)["latency_ms"] for run in result["runs"] if pick(run)]
+    for who in ("devicecloud", "baseline"):
+        measured = [run if who == "devicecloud" else run.get("baseline")
+                    for run in result["runs"]]
+        summaries = [m["latency_ms"] for m in measured if m]
         if summaries:
             values = [statistics.median(s[key] for s in summaries) for key, _ in POINTS]
             found.append((f"{result['scenario']}: {who}", values))

@@ -13,11 +13,10 @@ import hashlib
 import os
 import random
 import struct
-from collections import deque
 from collections.abc import Callable
 from typing import cast
 
-from bench.net import open_socket
+from bench.net import Inbox, open_socket
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455, section 1.3
 _OP_CONTINUATION, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0, 1, 2, 8, 9, 10
@@ -50,10 +49,11 @@ def frame(opcode: int, payload: bytes) -> bytes:
     return head + key + mask(payload, key)
 
 
-class WsClient(asyncio.Protocol):
+class WsClient(Inbox, asyncio.Protocol):
     """One client WebSocket connection."""
 
     def __init__(self, host: str, path: str) -> None:
+        super().__init__()
         self.on_message: Callable[[bytes], None] | None = None
         self.closed = False
         self.transport: asyncio.Transport | None = None
@@ -63,8 +63,6 @@ class WsClient(asyncio.Protocol):
         self._buffer = bytearray()
         self._upgraded = False
         self._fragments: list[bytes] = []
-        self._inbox: deque[bytes] = deque()
-        self._waiter: asyncio.Future[None] | None = None
         self.handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # asyncio.Protocol --------------------------------------------------------------------------
@@ -105,26 +103,11 @@ class WsClient(asyncio.Protocol):
 
     # receiving ---------------------------------------------------------------------------------
 
-    async def recv(self, timeout: float = 10.0) -> str:
-        """The next message, decoded (only while `on_message` is not set)."""
-        async with asyncio.timeout(timeout):
-            while not self._inbox:
-                if self.closed:
-                    raise ConnectionError("WebSocket closed")
-                self._waiter = asyncio.get_running_loop().create_future()
-                await self._waiter
-        return self._inbox.popleft().decode("utf-8", "replace")
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
     def _deliver(self, payload: bytes) -> None:
         if self.on_message is not None:
             self.on_message(payload)
         else:
-            self._inbox.append(payload)
-            self._wake()
+            self._keep(payload)
 
     def _read_handshake(self) -> bool:
         end = self._buffer.find(b"\r\n\r\n")
