@@ -35,6 +35,7 @@ from mqtt_clients import RawMqtt
 from services import Mosquitto, PrivateRedis, start_mosquitto
 from websockets.exceptions import ConnectionClosed
 
+from devicecloud.gateways.partition import REFRESH_SECONDS, SETTLE_SECONDS
 from devicecloud.gateways.presence import INSTANCE_TTL, REFRESH_EVERY
 from devicecloud.protocols import mqtt
 
@@ -134,6 +135,26 @@ async def test_pushes_cross_processes_once_each(fleet: Fleet) -> None:
     finally:
         await ws.close()
         await over_mqtt.close()
+
+
+async def test_each_up_message_is_answered_once_by_the_live_instances(fleet: Fleet) -> None:
+    # Mosquitto cannot share $ezdata subscriptions: the three split the devices among the live.
+    await asyncio.sleep(SETTLE_SECONDS + REFRESH_SECONDS)  # the last one started has settled
+    devices = []
+    for _ in range(6):
+        mac = random_mac()
+        token = fleet.processes[0].register(mac=mac)
+        devices.append((token, await RawMqtt.device(fleet.broker.device_port, token, mac)))
+    for token, client in devices:
+        for i in range(50):
+            await client.publish(token, {"deviceToken": token, "body": {
+                "requestType": 100, "name": f"n{i}", "value": i}})
+    for _, client in devices:
+        names = [(await _mqtt_next(client, 5))["body"]["name"] for _ in range(50)]
+        assert names == [f"n{i}" for i in range(50)], "answered once each, in order"
+        with pytest.raises(TimeoutError):
+            await _mqtt_next(client, 0.5)
+        await client.close()
 
 
 @dataclass

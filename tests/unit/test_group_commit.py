@@ -71,3 +71,26 @@ async def test_small_batches(tmp_path: Path, count: int) -> None:
     assert await asyncio.gather(*(writer.call(_insert, k) for k in range(count))) == list(
         range(count))
     await writer.close()
+
+
+def _insert_many(conn: sqlite3.Connection, ks: list[int]) -> list[int]:
+    conn.executemany("INSERT INTO t (k, v) VALUES (?, 'x')", [(k,) for k in ks])
+    return [k * 10 for k in ks]
+
+
+async def test_batched_jobs_share_one_call_and_fail_alone(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    _setup(path)
+    writer = GroupCommitter(lambda: connect(path))
+    keys = [1, 2, 3, 3, 4]  # the second 3 breaks the key: the batch is re-run one job at a time
+    futures = [writer.call_batched(_insert_many, k) for k in keys[:2]]
+    futures.append(writer.call(_insert, 100))
+    futures += [writer.call_batched(_insert_many, k) for k in keys[2:]]
+    outcomes = await asyncio.gather(*futures, return_exceptions=True)
+    assert outcomes[:4] == [10, 20, 100, 30] and outcomes[5] == 40
+    assert isinstance(outcomes[4], sqlite3.IntegrityError)
+    results = await asyncio.gather(*(writer.call_batched(_insert_many, k) for k in range(200, 700)))
+    assert results == [k * 10 for k in range(200, 700)]
+    await writer.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 505

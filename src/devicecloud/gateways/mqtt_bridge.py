@@ -177,11 +177,12 @@ class MqttBridge:
             self._presence(event)
 
     def _up(self, token: str, payload: bytes, ack: Callable[[], None] | None) -> None:
+        if token in self._waiting:  # its session is being opened: keep the order
+            self._waiting[token].append((payload, ack))
+            return
         session = self.sessions.get(token)
         if session is not None:
             session.receive(payload, ack)
-        elif token in self._waiting:  # its session is being opened: keep the order
-            self._waiting[token].append((payload, ack))
         else:
             self._waiting[token] = [(payload, ack)]
             self._spawn(self._open(token))

@@ -4,7 +4,12 @@ Without `$share` delivery (Mosquitto 2.0 on `$` topics) every instance receives 
 and handles only the devices it owns. `StaticPartition` splits tokens by `--mqtt-partition
 INDEX/COUNT`. `LiveMembers` splits them over the instances alive right now (rendezvous hashing
 over the liveness records in Redis), so when one stops or dies the others take its devices over
-within the liveness bound, and a new instance takes its share once it has settled.
+within the liveness bound.
+
+A new instance counts only once it has been up for SETTLE_SECONDS, judged by its start time as
+recorded in Redis: every instance has seen it by then (they re-read the records every
+REFRESH_SECONDS), and all switch to the new split at the same moment, so no message is handled
+twice. The price: a whole cluster started from cold answers MQTT devices SETTLE_SECONDS later.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
+import time
 from typing import Protocol
 
 from redis.exceptions import RedisError
@@ -20,6 +27,7 @@ from redis.exceptions import RedisError
 log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 1.0
+SETTLE_SECONDS = 2.5
 
 
 class Partition(Protocol):
@@ -31,11 +39,11 @@ class Partition(Protocol):
 
 
 class Membership(Protocol):
-    """The instances serving the fleet: this one's id, and the ids of those settled and alive."""
+    """The instances serving the fleet: this one's id, and each live one's start time."""
 
     instance: str
 
-    async def members(self) -> list[str]: ...
+    async def members(self) -> dict[str, float]: ...
 
 
 class StaticPartition:
@@ -59,15 +67,19 @@ def _weight(token: str, member: str) -> bytes:
 
 
 class LiveMembers:
-    """Each token belongs to the live member with the highest rendezvous weight."""
+    """Each token belongs to the settled live member with the highest rendezvous weight."""
 
     def __init__(self, membership: Membership) -> None:
         self.membership = membership
         self.members: tuple[str, ...] = ()
+        self._alive: dict[str, float] = {}
+        self._recheck = 0.0
         self._owners: dict[str, bool] = {}
         self._task: asyncio.Task[None] | None = None
 
     def owns(self, token: str) -> bool:
+        if time.time() >= self._recheck:
+            self._settle(time.time())
         mine = self._owners.get(token)
         if mine is None:
             owner = max(self.members, key=lambda member: _weight(token, member), default="")
@@ -87,13 +99,20 @@ class LiveMembers:
     async def refresh(self) -> None:
         """Read the live members again; on a Redis failure keep the last view."""
         try:
-            members = tuple(sorted(await self.membership.members()))
+            self._alive = await self.membership.members()
         except (RedisError, OSError) as problem:
             log.warning("partition: cannot read the live instances (%s)", problem)
             return
-        if members != self.members:
-            log.info("partition: %d live instance(s) share the devices", len(members))
-            self.members, self._owners = members, {}
+        self._settle(time.time())
+
+    def _settle(self, now: float) -> None:
+        settled = tuple(sorted(i for i, since in self._alive.items()
+                               if now - since >= SETTLE_SECONDS))
+        self._recheck = min((since + SETTLE_SECONDS for since in self._alive.values()
+                             if now - since < SETTLE_SECONDS), default=math.inf)
+        if settled != self.members:
+            log.info("partition: %d live instance(s) share the devices", len(settled))
+            self.members, self._owners = settled, {}
 
     async def _keep_fresh(self) -> None:
         while True:

@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 
 INSTANCE_TTL = 10
 REFRESH_EVERY = 3.0
-SETTLE_SECONDS = 2.5  # a new process joins the MQTT partition once every other has seen it
 _PRESENCE = "devicecloud:presence:"
 _INSTANCE = "devicecloud:instance:"
 
@@ -113,15 +112,12 @@ class RedisPresence(LocalPresence):
                         problem)
         return held
 
-    async def members(self) -> list[str]:
-        """The live processes, each settled (up for SETTLE_SECONDS) unless none is yet."""
+    async def members(self) -> dict[str, float]:
+        """The live processes, each with the time it started."""
         keys = [key async for key in self.redis.scan_iter(_INSTANCE + "*", count=500)]
         started = await self.redis.mget(keys) if keys else []
-        alive = {key[len(_INSTANCE):]: float(since) for key, since in zip(keys, started,
-                                                                          strict=True)
-                 if since is not None}
-        settled = [i for i, since in alive.items() if time.time() - since >= SETTLE_SECONDS]
-        return settled or list(alive)
+        return {key[len(_INSTANCE):]: float(since)
+                for key, since in zip(keys, started, strict=True) if since is not None}
 
     def _changed(self, token: str) -> None:
         self._dirty.add(token)

@@ -2,6 +2,8 @@
 
 Jobs that arrive while a transaction is committing wait for the next one, so a burst of N changes
 costs one fsync rather than N. A caller's future is settled only after its transaction committed.
+A batched job (`call_batched`) takes a list of items: consecutive jobs of the same batched
+function in a transaction run as one call, so SQL can go through `executemany`.
 """
 
 from __future__ import annotations
@@ -12,13 +14,17 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable
+from itertools import groupby
+from operator import itemgetter
 from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Job = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
+# (function, arguments or, when batched, the one item, future, batched)
+Job = tuple[Callable[..., Any], Any, "asyncio.Future[Any]", bool]
 _STOP = None
+_FN = itemgetter(0)
 
 
 class GroupCommitter:
@@ -39,7 +45,14 @@ class GroupCommitter:
     def call(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Queue `fn(conn, *args)`; the future resolves after the transaction holding it commits."""
         future: asyncio.Future[T] = self._loop.create_future()
-        self._queue.put((fn, args, future))
+        self._queue.put((fn, args, future, False))
+        return future
+
+    def call_batched(self, fn: Callable[[Any, list[Any]], list[T]], item: Any) -> asyncio.Future[T]:
+        """Queue `item` for `fn(conn, items)`, which returns one result per item; consecutive
+        jobs of `fn` in a transaction share one call. Resolves after the commit."""
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._queue.put((fn, item, future, True))
         return future
 
     async def close(self) -> None:
@@ -76,7 +89,13 @@ class GroupCommitter:
         self.jobs += len(batch)
         try:
             conn.execute(self._begin)
-            outcomes = [(True, fn(conn, *args)) for fn, args, _ in batch]
+            outcomes: list[tuple[bool, Any]] = []
+            for fn, run in groupby(batch, _FN):
+                jobs = list(run)
+                if jobs[0][3]:
+                    outcomes.extend((True, r) for r in fn(conn, [job[1] for job in jobs]))
+                else:
+                    outcomes.extend((True, fn(conn, *job[1])) for job in jobs)
             conn.execute("COMMIT")
             return outcomes
         except Exception as error:
@@ -89,10 +108,10 @@ class GroupCommitter:
         return [self._alone(conn, job) for job in batch]
 
     def _alone(self, conn: sqlite3.Connection, job: Job) -> tuple[bool, Any]:
-        fn, args, _ = job
+        fn, args, _, batched = job
         try:
             conn.execute(self._begin)
-            result = fn(conn, *args)
+            result = fn(conn, [args])[0] if batched else fn(conn, *args)
             conn.execute("COMMIT")
             return True, result
         except Exception as error:  # handed to the caller, whose request fails alone
@@ -103,7 +122,7 @@ class GroupCommitter:
 
 
 def _settle(batch: list[Job], outcomes: list[tuple[bool, Any]]) -> None:
-    for (_, _, future), (ok, value) in zip(batch, outcomes, strict=True):
+    for (_, _, future, _), (ok, value) in zip(batch, outcomes, strict=True):
         if future.done():
             continue
         if ok:

@@ -55,5 +55,5 @@ class PostgresStore(SqlStore):
 
     def __init__(self, database_url: str) -> None:
         dsn = psycopg_dsn(database_url)
-        self._writer = GroupCommitter(lambda: cast(sqlite3.Connection, PgConnection(dsn)),
-                                      begin="BEGIN")
+        super().__init__(GroupCommitter(lambda: cast(sqlite3.Connection, PgConnection(dsn)),
+                                        begin="BEGIN"))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 import sqlite3
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +174,50 @@ def _modify_field(conn: sqlite3.Connection, device_id: int, name: str, value: An
     return field
 
 
+# Changes of fields known by id go to the database as multi-row statements, so that a batch costs a
+# few statement executions (the driver lets other threads run during each) rather than two per
+# change. Each change is one row (field id, encoded value, data type, time) for both statements;
+# VALUES columns are named column1, column2, ... in SQLite and PostgreSQL alike.
+_SET_VALUES = ("UPDATE fields SET value = v.column2, data_type = v.column3, "
+               "updated_at = v.column4 FROM (VALUES ", ") AS v WHERE fields.id = v.column1")
+_ADD_HISTORY = ("INSERT INTO field_history (field_id, value, data_type, created_at) VALUES ", "")
+_MAX_ROWS = 512  # rows per statement: 2,048 parameters, within both engines' limits
+KnownChange = tuple[tuple[str, str, str, int], Field]  # (the row, the resulting field)
+
+
+@functools.lru_cache(maxsize=32)
+def _rows_sql(statement: tuple[str, str], rows: int) -> str:
+    return statement[0] + ", ".join(["(?, ?, ?, ?)"] * rows) + statement[1]
+
+
+def _run_rows(conn: sqlite3.Connection, statement: tuple[str, str],
+              rows: list[tuple[str, str, str, int]]) -> int:
+    """Run `statement` over `rows` in statements of 512, 256, ..., 1 rows (a few distinct SQL
+    texts, so they stay prepared); the number of rows changed."""
+    changed = done = 0
+    size = _MAX_ROWS
+    while done < len(rows):
+        while done + size > len(rows):
+            size //= 2
+        params = list(chain.from_iterable(rows[done:done + size]))
+        changed += conn.execute(_rows_sql(statement, size), params).rowcount
+        done += size
+    return changed
+
+
+def _modify_known(conn: sqlite3.Connection, changes: list[KnownChange]) -> list[Field | None]:
+    """Batched job: set the values of fields known by id. If a field is gone (deleted, perhaps by
+    another process), every change takes the `_modify_field` path instead (repeating an update
+    already made is harmless)."""
+    rows = [change[0] for change in changes]
+    latest = list({row[0]: row for row in rows}.values())  # the last change of each field
+    if _run_rows(conn, _SET_VALUES, latest) == len(latest):
+        _run_rows(conn, _ADD_HISTORY, rows)
+        return [change[1] for change in changes]
+    return [_modify_field(conn, f.device_id, f.name, f.value, f.data_type, f.updated_at)
+            for _, f in changes]
+
+
 def _upsert_field(conn: sqlite3.Connection, device_id: int, name: str, value: Any,
                   data_type: str, permissions: str, ids: tuple[str, str],
                   now: int) -> tuple[Field, bool]:
@@ -249,10 +295,26 @@ def _take_pair_code(conn: sqlite3.Connection, code: str, now: int) -> str | None
     return found[0] if found else None
 
 
-class SqlStore(EspAiSqlite):
-    """The `Store` port as jobs for a group-committing writer; subclasses choose the engine."""
+_KNOWN_LIMIT = 100_000
 
-    _writer: GroupCommitter
+
+class SqlStore(EspAiSqlite):
+    """The `Store` port as jobs for a group-committing writer; subclasses choose the engine.
+
+    It remembers what never changes about the fields it has seen (id, data token, permissions,
+    creation time), so a change of a known field needs no `RETURNING` and is batched with others
+    (`_modify_known`); the update matches the field by id, so a stale entry is only a miss."""
+
+    def __init__(self, writer: GroupCommitter) -> None:
+        self._writer = writer
+        self._known: dict[tuple[int, str], tuple[str, str, str, int]] = {}
+
+    def _remember(self, field: Field | None) -> None:
+        if field is not None:
+            if len(self._known) >= _KNOWN_LIMIT:
+                self._known.clear()
+            self._known[field.device_id, field.name] = (field.id, field.data_token,
+                                                         field.permissions, field.created_at)
 
     @property
     def stats(self) -> tuple[int, int]:
@@ -299,20 +361,39 @@ class SqlStore(EspAiSqlite):
 
     async def add_field(self, device_id: int, name: str, value: Any, data_type: str,
                         permissions: str, ids: tuple[str, str], now: int) -> Field:
-        return await self._writer.call(_add_field, device_id, name, value, data_type,
-                                       permissions, ids, now)
+        field = await self._writer.call(_add_field, device_id, name, value, data_type,
+                                        permissions, ids, now)
+        self._remember(field)
+        return field
 
     async def modify_field(self, device_id: int, name: str, value: Any, data_type: str | None,
                            now: int) -> Field | None:
-        return await self._writer.call(_modify_field, device_id, name, value, data_type, now)
+        known = self._known.get((device_id, name))
+        if known is None or data_type is None:
+            field = await self._writer.call(_modify_field, device_id, name, value, data_type, now)
+            self._remember(field)
+            return field
+        fid, data_token, permissions, created = known
+        encoded = orjson.dumps(value).decode()
+        expected = Field(fid, data_token, device_id, name, value, data_type, permissions, created,
+                         now)
+        change: KnownChange = ((fid, encoded, data_type, now), expected)
+        field = await self._writer.call_batched(_modify_known, change)
+        if field is not expected:
+            self._known.pop((device_id, name), None)
+            self._remember(field)
+        return field
 
     async def upsert_field(self, device_id: int, name: str, value: Any, data_type: str,
                            permissions: str, ids: tuple[str, str],
                            now: int) -> tuple[Field, bool]:
-        return await self._writer.call(_upsert_field, device_id, name, value, data_type,
-                                       permissions, ids, now)
+        field, added = await self._writer.call(_upsert_field, device_id, name, value, data_type,
+                                               permissions, ids, now)
+        self._remember(field)
+        return field, added
 
     async def delete_field(self, device_id: int, name: str) -> Field | None:
+        self._known.pop((device_id, name), None)
         return await self._writer.call(_delete_field, device_id, name)
 
     async def get_field(self, device_id: int, name: str) -> Field | None:
@@ -348,4 +429,4 @@ class SqliteStore(SqlStore):
     """The `Store` port on one SQLite file."""
 
     def __init__(self, path: Path) -> None:
-        self._writer = GroupCommitter(lambda: connect(path))
+        super().__init__(GroupCommitter(lambda: connect(path)))
