@@ -376,6 +376,7 @@ async def test_every_page_fits_a_phone(console_server: Server, browser: Browser,
     await tab.bind_by_token(token)
     await tab.page.wait_for_selector("#live-state[data-state=live]")
     for path in ("/console/devices", f"/console/devices/{token}", "/console/account",
+                 "/console/agents",
                  f"/console/devices/{token}/history?name=" + ("a%20long%20name%20" * 8),
                  "/console/signup"):
         await tab.page.goto(path)
@@ -383,4 +384,33 @@ async def test_every_page_fits_a_phone(console_server: Server, browser: Browser,
     await tab.page.goto("/console/devices")
     await screenshot(tab.page, "console-devices-phone.png", tmp_path)
     assert re.search(r"Phone user", await tab.page.text_content("header") or "")
+    await tab.close()
+
+
+async def test_agents_and_firmware_in_the_browser(console_server: Server, browser: Browser,
+                                                 tmp_path: Path) -> None:
+    tab = await ConsoleTab.open(browser, console_server)
+    await tab.sign_up(email(), "Agent keeper")
+    await tab.page.click("text=Agents")
+    await tab.page.fill("#agent-name", "客厅助手")
+    await tab.page.fill("section:has(#agent-name) input[name=server_url]", "ws://10.0.0.9:8088")
+    async with tab.page.expect_navigation():
+        await tab.page.get_by_role("button", name="Make agent").click()
+    assert (await tab.flash()).startswith("Agent 客厅助手 made")
+    api_key = await tab.page.text_content(".agent-key")
+    assert api_key and re.fullmatch(r"[0-9a-f]{32}", api_key)
+    info = httpx.get(f"{console_server.url}/sdk/get_server_info_by_api_key",
+                     params={"api_key": api_key}).json()
+    assert info["data"]["ip"] == "10.0.0.9"
+    image = tmp_path / "desk-lamp.bin"
+    image.write_bytes(b"\xe9" + b"\x00" * 4095)
+    await tab.page.fill("input[name=bin_id]", "desk-lamp")
+    await tab.page.fill("section:has(input[name=bin_id]) input[name=version]", "1.4.0")
+    await tab.page.set_input_files("input[type=file]", str(image))
+    async with tab.page.expect_navigation():
+        await tab.page.get_by_role("button", name="Upload", exact=True).click()
+    assert (await tab.flash()).startswith("Firmware desk-lamp 1.4.0 uploaded")
+    assert await tab.page.text_content("#firmware td[data-label=bin_id]") == "desk-lamp"
+    await screenshot(tab.page, "console-agents.png", tmp_path)
+    assert not tab.errors and not tab.dialogs
     await tab.close()
