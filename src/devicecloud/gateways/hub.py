@@ -73,11 +73,14 @@ class Hub:
         self._unsubscribe()
 
     def _on_event(self, event: Event) -> None:
+        live = self._live.get(getattr(event, "device_token", ""))
+        if not live or (len(live) == 1 and getattr(event, "origin", None) in live):
+            return  # nobody here to tell (the usual case: a device's own write)
         found = push_for(event)
         if found is None:
             return
-        token, origin, push = found
-        for connection in tuple(self._live.get(token, ())):
+        _, origin, push = found
+        for connection in tuple(live):
             if connection is not origin:
                 connection.push(*push)
 
