@@ -24,7 +24,7 @@ T = TypeVar("T")
 # (function, arguments or, when batched, the one item, future, batched)
 Job = tuple[Callable[..., Any], Any, "asyncio.Future[Any]", bool]
 _STOP = None
-_FN = itemgetter(0)
+_KIND = itemgetter(0, 3)  # consecutive jobs of one function, batched or not, run together
 
 
 class GroupCommitter:
@@ -90,9 +90,9 @@ class GroupCommitter:
         try:
             conn.execute(self._begin)
             outcomes: list[tuple[bool, Any]] = []
-            for fn, run in groupby(batch, _FN):
+            for (fn, batched), run in groupby(batch, _KIND):
                 jobs = list(run)
-                if jobs[0][3]:
+                if batched:
                     outcomes.extend((True, r) for r in fn(conn, [job[1] for job in jobs]))
                 else:
                     outcomes.extend((True, fn(conn, *job[1])) for job in jobs)
