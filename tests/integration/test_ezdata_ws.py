@@ -274,3 +274,23 @@ async def test_pacing_releases_after_two_seconds_without_a_request(server: Serve
     second = await device.recv_json(timeout=4)
     assert second["body"]["name"] == "b" and time.monotonic() - started > 1.5
     await device.close()
+
+
+async def test_a_device_that_reads_slowly_gets_every_answer_in_order(server: Server) -> None:
+    token = server.register()
+    device = await WsDevice.connect(server.ws_url, token, max_size=2**22)
+    for i in range(16):
+        assert (await device.request(100, name=f"big{i}", value="x" * 3000))["code"] == 200
+    for i in range(300):  # about 8 MB of answers, far beyond the socket buffers, unread
+        body = {"requestType": 103} if i % 2 else {"requestType": 104, "name": f"big{i % 16}"}
+        await device.send({"deviceToken": token, "body": body})
+    await asyncio.sleep(1.0)
+    for i in range(300):
+        answer = await device.recv_json(timeout=10)
+        assert answer["code"] == 200
+        if i % 2:
+            assert answer["cmd"] == 103 and len(answer["body"]) == 16
+        else:
+            assert answer["cmd"] == 104 and answer["body"]["name"] == f"big{i % 16}"
+    assert (await device.request(104, name="big3"))["body"]["value"] == "x" * 3000
+    await device.close()

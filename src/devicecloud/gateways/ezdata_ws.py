@@ -23,7 +23,10 @@ def _direct_protocol(websocket: WebSocket) -> WebSocketsSansIOProtocol | None:
     """uvicorn's sans-I/O protocol object behind `websocket`, or None if another server runs it.
     Starlette hands the application the server's own `receive`, bound to that object."""
     protocol = getattr(websocket._receive, "__self__", None)
-    return protocol if isinstance(protocol, WebSocketsSansIOProtocol) else None
+    if not isinstance(protocol, WebSocketsSansIOProtocol):
+        return None
+    needed = ("conn", "transport", "writable", "close_sent", "disconnected")
+    return protocol if all(hasattr(protocol, name) for name in needed) else None
 
 
 class Sender:
