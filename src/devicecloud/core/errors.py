@@ -23,3 +23,8 @@ class TooLarge(DeviceCloudError):
 
 class Conflict(DeviceCloudError):
     """The request collides with existing state (an email taken, a device bound elsewhere)."""
+
+
+class Unavailable(DeviceCloudError):
+    """Something the service depends on (the database) cannot be reached now; nothing was done
+    that the client was told of, and trying again later may succeed."""

@@ -4,11 +4,17 @@ Jobs that arrive while a transaction is committing wait for the next one, so a b
 costs one fsync rather than N. A caller's future is settled only after its transaction committed.
 A batched job (`call_batched`) takes a list of items: consecutive jobs of the same batched
 function in a transaction run as one call, so SQL can go through `executemany`.
+
+A connection that breaks (a database server restarted or unreachable) is replaced before the next
+transaction. A batch that failed on a broken connection before its COMMIT was sent committed
+nothing, so it is run once more on a fresh connection; one whose COMMIT got no answer may or may
+not have committed, so its callers get an error, never a false "done".
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -17,6 +23,8 @@ from collections.abc import Callable
 from itertools import groupby
 from operator import itemgetter
 from typing import Any, TypeVar
+
+from devicecloud.core.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +43,7 @@ class GroupCommitter:
         self._connect = connect
         self._begin = begin
         self._max_batch = max_batch
+        self._conn: sqlite3.Connection | None = None
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
@@ -61,7 +70,6 @@ class GroupCommitter:
         await asyncio.to_thread(self._thread.join)
 
     def _run(self) -> None:
-        conn = self._connect()
         try:
             while True:
                 job = self._queue.get()
@@ -78,45 +86,76 @@ class GroupCommitter:
                         stop = True
                         break
                     batch.append(more)
-                self._loop.call_soon_threadsafe(_settle, batch, self._commit(conn, batch))
+                self._loop.call_soon_threadsafe(_settle, batch, self._commit(batch))
                 if stop:
                     return
         finally:
-            conn.close()
+            if self._conn is not None:
+                self._conn.close()
 
-    def _commit(self, conn: sqlite3.Connection, batch: list[Job]) -> list[tuple[bool, Any]]:
+    def _connection(self) -> sqlite3.Connection:
+        """The open connection, or a new one if there is none (or it broke)."""
+        if self._conn is not None and getattr(self._conn, "broken", False):
+            log.warning("database connection lost; connecting again")
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+        if self._conn is None:
+            self._conn = self._connect()
+        return self._conn
+
+    def _commit(self, batch: list[Job]) -> list[tuple[bool, Any]]:
         self.batches += 1
         self.jobs += len(batch)
+        for attempt in (1, 2):
+            committing = False
+            try:
+                conn = self._connection()
+                conn.execute(self._begin)
+                outcomes: list[tuple[bool, Any]] = []
+                for (fn, batched), run in groupby(batch, _KIND):
+                    jobs = list(run)
+                    if batched:
+                        outcomes.extend((True, r) for r in fn(conn, [job[1] for job in jobs]))
+                    else:
+                        outcomes.extend((True, fn(conn, *job[1])) for job in jobs)
+                committing = True
+                conn.execute("COMMIT")
+                return outcomes
+            except Exception as error:
+                if self._rolled_back():
+                    if len(batch) == 1:
+                        log.exception("database job failed")
+                        return [(False, error)]
+                    break  # one job spoiled the batch: run each alone, below
+                if committing or attempt == 2:  # the outcome is unknown, or the database is gone
+                    log.error("database unavailable: %s", error)
+                    gone = Unavailable("the database is unavailable; try again")
+                    return [(False, gone)] * len(batch)
+        return [self._alone(job) for job in batch]
+
+    def _rolled_back(self) -> bool:
+        """Roll back the failed transaction; False if the connection itself is broken."""
+        conn = self._conn
+        if conn is None or getattr(conn, "broken", False):
+            return False
         try:
-            conn.execute(self._begin)
-            outcomes: list[tuple[bool, Any]] = []
-            for (fn, batched), run in groupby(batch, _KIND):
-                jobs = list(run)
-                if batched:
-                    outcomes.extend((True, r) for r in fn(conn, [job[1] for job in jobs]))
-                else:
-                    outcomes.extend((True, fn(conn, *job[1])) for job in jobs)
-            conn.execute("COMMIT")
-            return outcomes
-        except Exception as error:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            if len(batch) == 1:
-                log.exception("database job failed")
-                return [(False, error)]
-        # One job spoiled the batch: run each in its own transaction so only it fails.
-        return [self._alone(conn, job) for job in batch]
+        except Exception:
+            return False
+        return not getattr(conn, "broken", False)
 
-    def _alone(self, conn: sqlite3.Connection, job: Job) -> tuple[bool, Any]:
+    def _alone(self, job: Job) -> tuple[bool, Any]:
         fn, args, _, batched = job
         try:
+            conn = self._connection()
             conn.execute(self._begin)
             result = fn(conn, [args])[0] if batched else fn(conn, *args)
             conn.execute("COMMIT")
             return True, result
         except Exception as error:  # handed to the caller, whose request fails alone
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            self._rolled_back()
             log.exception("database job failed")
             return False, error
 

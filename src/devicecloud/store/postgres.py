@@ -37,6 +37,11 @@ class PgConnection:
         return cursor
 
     @property
+    def broken(self) -> bool:
+        """Whether the server went away (the connection cannot be used again)."""
+        return self._conn.broken or self._conn.closed
+
+    @property
     def in_transaction(self) -> bool:
         return self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
 

@@ -29,6 +29,7 @@ from devicecloud.core.errors import (
     NotFound,
     TooLarge,
     Unauthorized,
+    Unavailable,
 )
 from devicecloud.core.espai import EspAi, firmware_record
 from devicecloud.core.models import Account
@@ -47,6 +48,7 @@ NOT_OBJECT = "参数格式错误:请求体应为 JSON 对象"
 NOT_ARRAY = '参数格式错误:请求体应为数组,例如 [{"id": "..."}]'
 TOO_LARGE = "参数错误:请求体过大"
 SYSTEM_ERROR = "系统错误:服务器内部错误,请稍后重试"
+DATABASE_UNAVAILABLE = "系统错误:数据库暂时不可用,请稍后重试"
 UPLOADED = "上传成功"
 DELETED = "删除成功"
 _NO_DATA = object()
@@ -77,6 +79,8 @@ def envelope(handler: Callable[[Request], Awaitable[Response]]
             return await handler(request)
         except TooLarge:
             return fail(TOO_LARGE, 413)
+        except Unavailable:
+            return fail(DATABASE_UNAVAILABLE, 503)
         except DeviceCloudError as problem:
             code = next(code for kind, code in _CODES if isinstance(problem, kind))
             return fail(str(problem), code)

@@ -14,7 +14,13 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from devicecloud.config import Settings
-from devicecloud.core.errors import DeviceCloudError, InvalidRequest, NotFound, TooLarge
+from devicecloud.core.errors import (
+    DeviceCloudError,
+    InvalidRequest,
+    NotFound,
+    TooLarge,
+    Unavailable,
+)
 from devicecloud.core.models import Device, Field, HistoryEntry, StoredFile
 from devicecloud.core.service import DeviceCloud
 from devicecloud.web.responses import ez_error, ez_ok
@@ -43,6 +49,8 @@ def ezdata(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             return ez_ok(await handler(request))
         except TooLarge as problem:
             return ez_error(str(problem), 413)
+        except Unavailable as problem:
+            return ez_error(str(problem), 503)
         except DeviceCloudError as problem:
             return ez_error(str(problem))
         except MultiPartException as problem:
