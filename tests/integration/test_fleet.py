@@ -343,8 +343,11 @@ async def test_workers_share_the_ports_and_are_restarted(tmp_path: Path) -> None
         assert server.process is not None
         workers = _children(server.process.pid)
         assert len(workers) == 2
-        token = server.register()
+        mac = random_mac()
+        token = server.register(mac=mac)
         devices = [await WsDevice.connect(server.ws_url, token) for _ in range(6)]
+        over_mqtt = [await RawMqtt.device(server.mqtt_port, token, mac, style=style)
+                     for style in ("ez", "m5")]  # one client id each: two live MQTT sessions
         for value in range(10):  # each on a new connection: the kernel spreads them
             assert httpx.post(f"{server.url}/api/v2/{token}/add",
                               json={"name": "n", "value": value}).json()["code"] == 200
@@ -352,6 +355,10 @@ async def test_workers_share_the_ports_and_are_restarted(tmp_path: Path) -> None
                 pushed = await device.recv_json(timeout=4)
                 assert pushed["body"]["value"] == value
                 await device.request(103)
+            for client in over_mqtt:
+                assert (await _mqtt_next(client, 4))["value"] == value
+        for client in over_mqtt:
+            await client.close()
         os.kill(min(workers), signal.SIGKILL)
         deadline = time.monotonic() + 20
         while len(_children(server.process.pid) - {min(workers)}) < 2:
