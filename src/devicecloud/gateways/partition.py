@@ -78,8 +78,9 @@ class LiveMembers:
         self._task: asyncio.Task[None] | None = None
 
     def owns(self, token: str) -> bool:
-        if time.time() >= self._recheck:
-            self._settle(time.time())
+        now = time.time()
+        if now >= self._recheck:
+            self._settle(now)
         mine = self._owners.get(token)
         if mine is None:
             owner = max(self.members, key=lambda member: _weight(token, member), default="")

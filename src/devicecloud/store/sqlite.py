@@ -19,6 +19,7 @@ from devicecloud.core.models import (
     StoredFile,
     deduplicated_name,
 )
+from devicecloud.store.columns import update_columns
 from devicecloud.store.group_commit import GroupCommitter
 from devicecloud.store.sqlite_espai import EspAiSqlite
 
@@ -117,15 +118,6 @@ def _account_where(conn: sqlite3.Connection, column: str, value: object) -> Acco
     row = conn.execute(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE {column} = ?",
                        (value,)).fetchone()
     return Account(*row) if row else None
-
-
-def _update_account(conn: sqlite3.Connection, account_id: int, changes: dict[str, str],
-                    now: int) -> None:
-    if not changes.keys() <= _ACCOUNT_CHANGES:
-        raise ValueError(f"cannot change {sorted(changes.keys() - _ACCOUNT_CHANGES)}")
-    assignments = ", ".join(f"{column} = ?" for column in changes)
-    conn.execute(f"UPDATE accounts SET {assignments}, updated_at = ? WHERE id = ?",
-                 (*changes.values(), now, account_id))
 
 
 def _set_downlink_limit(conn: sqlite3.Connection, device_id: int, limit: int | None) -> None:
@@ -351,7 +343,8 @@ class SqlStore(EspAiSqlite):
         return await self._writer.call(_account_where, "open_api_key", open_api_key)
 
     async def update_account(self, account_id: int, changes: dict[str, str], now: int) -> None:
-        await self._writer.call(_update_account, account_id, changes, now)
+        await self._writer.call(update_columns, "accounts", _ACCOUNT_CHANGES, account_id,
+                                changes, now)
 
     async def set_downlink_limit(self, device_id: int, limit: int | None) -> None:
         await self._writer.call(_set_downlink_limit, device_id, limit)

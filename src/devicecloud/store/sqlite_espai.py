@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from devicecloud.core.espai_models import TEXT_COLUMNS, Agent, DeviceQuery, EspAiDevice, Firmware
+from devicecloud.store.columns import update_columns
 from devicecloud.store.group_commit import GroupCommitter
 
 _AGENT_COLUMNS = "id, account_id, name, api_key, server_url, created_at, updated_at"
@@ -71,15 +72,6 @@ def _agents_of(conn: sqlite3.Connection, account_id: int) -> list[Agent]:
     rows = conn.execute(f"SELECT {_AGENT_COLUMNS} FROM agents WHERE account_id = ? "
                         "ORDER BY created_at, id", (account_id,))
     return [Agent(*row) for row in rows]
-
-
-def _update_agent(conn: sqlite3.Connection, agent_id: str, changes: dict[str, str],
-                  now: int) -> None:
-    if not changes.keys() <= _AGENT_CHANGES:
-        raise ValueError(f"cannot change {sorted(changes.keys() - _AGENT_CHANGES)}")
-    assignments = "".join(f"{column} = ?, " for column in changes)
-    conn.execute(f"UPDATE agents SET {assignments}updated_at = ? WHERE id = ?",
-                 (*changes.values(), now, agent_id))
 
 
 def _delete_agent(conn: sqlite3.Connection, agent_id: str, now: int) -> list[str]:
@@ -228,7 +220,8 @@ class EspAiSqlite:
         return await self._writer.call(_agents_of, account_id)
 
     async def update_agent(self, agent_id: str, changes: dict[str, str], now: int) -> None:
-        await self._writer.call(_update_agent, agent_id, changes, now)
+        await self._writer.call(update_columns, "agents", _AGENT_CHANGES, agent_id, changes,
+                                now)
 
     async def delete_agent(self, agent_id: str, now: int) -> list[str]:
         return await self._writer.call(_delete_agent, agent_id, now)

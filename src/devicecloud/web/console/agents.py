@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from devicecloud.core.errors import DeviceCloudError, InvalidRequest
+from devicecloud.core.errors import InvalidRequest
 from devicecloud.core.espai import EspAi, firmware_record
-from devicecloud.web.console.routes import Visit, _sentence, page
+from devicecloud.web.console.routes import Visit, page
 
 AGENTS = "/console/agents"
 
@@ -22,15 +20,6 @@ def _espai(visit: Visit) -> EspAi:
 
 def _agent_id(visit: Visit) -> str:
     return str(visit.request.path_params["agent_id"])
-
-
-async def _act(visit: Visit, work: Callable[[], Awaitable[str]]) -> Response:
-    """Run one change; back to the agents page with what happened, or why it did not."""
-    try:
-        message = await work()
-    except DeviceCloudError as problem:
-        return visit.go(AGENTS, _sentence(str(problem)), error=True)
-    return visit.go(AGENTS, message)
 
 
 @page()
@@ -49,7 +38,7 @@ async def wifi_pwd_choice(visit: Visit) -> Response:
         hidden = visit.text("mask") == "on"
         await _espai(visit).set_mask_wifi_pwd(visit.me, hidden)
         return f"wifi_pwd is {'hidden as ******' if hidden else 'shown'} in API results."
-    return await _act(visit, work)
+    return await visit.act(AGENTS, work)
 
 
 @page()
@@ -58,7 +47,7 @@ async def add_agent(visit: Visit) -> Response:
         agent = await _espai(visit).create_agent(visit.me, visit.text("name"),
                                                  visit.text("server_url"))
         return f"Agent {agent.name} made; devices set up with its api_key join it."
-    return await _act(visit, work)
+    return await visit.act(AGENTS, work)
 
 
 @page()
@@ -68,7 +57,7 @@ async def edit_agent(visit: Visit) -> Response:
                                                  name=visit.text("name"),
                                                  server_url=visit.text("server_url"))
         return f"Agent {agent.name} saved."
-    return await _act(visit, work)
+    return await visit.act(AGENTS, work)
 
 
 @page()
@@ -77,7 +66,7 @@ async def new_agent_key(visit: Visit) -> Response:
         agent = await _espai(visit).regenerate_agent_key(visit.me, _agent_id(visit))
         return (f"New api_key for {agent.name}; devices set up with the old one must be set up "
                 "again.")
-    return await _act(visit, work)
+    return await visit.act(AGENTS, work)
 
 
 @page()
@@ -85,7 +74,7 @@ async def delete_agent(visit: Visit) -> Response:
     async def work() -> str:
         await _espai(visit).delete_agent(visit.me, _agent_id(visit))
         return "Agent deleted; its devices were unbound and told so."
-    return await _act(visit, work)
+    return await visit.act(AGENTS, work)
 
 
 @page()
@@ -99,7 +88,7 @@ async def upload_firmware(visit: Visit) -> Response:
             upload.filename or "firmware.bin", await upload.read())
         return (f"Firmware {image.bin_id} {image.version} uploaded; devices asking for an "
                 "update get it.")
-    return await _act(visit, work)
+    return await visit.act(AGENTS, work)
 
 
 @page()
@@ -108,7 +97,7 @@ async def delete_firmware(visit: Visit) -> Response:
         image = await _espai(visit).delete_firmware(visit.me,
                                                     visit.request.path_params["firmware_id"])
         return f"Firmware {image.bin_id} {image.version} deleted."
-    return await _act(visit, work)
+    return await visit.act(AGENTS, work)
 
 
 def routes() -> list[BaseRoute]:

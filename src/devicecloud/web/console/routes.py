@@ -147,6 +147,14 @@ class Visit:
             self.session.say(message, error)
         return RedirectResponse(url, 303)
 
+    async def act(self, url: str, change: Callable[[], Awaitable[str]]) -> Response:
+        """Make one change; go to `url` saying what happened, or why it could not be done."""
+        try:
+            message = await change()
+        except DeviceCloudError as problem:
+            return self.go(url, _sentence(str(problem)), error=True)
+        return self.go(url, message)
+
     def not_found(self) -> HTMLResponse:
         return self.render("not_found.html", 404)
 
@@ -274,12 +282,11 @@ async def logout(visit: Visit) -> Response:
 @page()
 async def account_page(visit: Visit) -> Response:
     if visit.request.method == "POST":
-        try:
+        async def save() -> str:
             await visit.console.accounts.update_profile(visit.me, visit.text("display_name"),
                                                         visit.text("phone"))
-        except DeviceCloudError as problem:
-            return visit.go("/console/account", _sentence(str(problem)), error=True)
-        return visit.go("/console/account", "Profile saved.")
+            return "Profile saved."
+        return await visit.act("/console/account", save)
     return visit.render("account.html")
 
 
@@ -406,40 +413,34 @@ async def _write_field(visit: Visit, device: Device, adding: bool) -> Field:
     return await cloud.modify_field(device, name, value, data_type=data_type, source="user")
 
 
-@page()
-async def add_field(visit: Visit) -> Response:
+async def _on_field(visit: Visit, change: Callable[[Device], Awaitable[str]]) -> Response:
+    """A change to one of the visitor's devices, back on its page."""
     device = await visit.owned()
     if device is None:
         return visit.not_found()
-    try:
-        field = await _write_field(visit, device, adding=True)
-    except DeviceCloudError as problem:
-        return visit.go(_group_url(device), _sentence(str(problem)), error=True)
-    return visit.go(_group_url(device), f"Added {field.name}.")
+    return await visit.act(_group_url(device), lambda: change(device))
+
+
+@page()
+async def add_field(visit: Visit) -> Response:
+    async def change(device: Device) -> str:
+        return f"Added {(await _write_field(visit, device, adding=True)).name}."
+    return await _on_field(visit, change)
 
 
 @page()
 async def edit_field(visit: Visit) -> Response:
-    device = await visit.owned()
-    if device is None:
-        return visit.not_found()
-    try:
-        field = await _write_field(visit, device, adding=False)
-    except DeviceCloudError as problem:
-        return visit.go(_group_url(device), _sentence(str(problem)), error=True)
-    return visit.go(_group_url(device), f"Saved {field.name}.")
+    async def change(device: Device) -> str:
+        return f"Saved {(await _write_field(visit, device, adding=False)).name}."
+    return await _on_field(visit, change)
 
 
 @page()
 async def delete_field(visit: Visit) -> Response:
-    device = await visit.owned()
-    if device is None:
-        return visit.not_found()
-    try:
+    async def change(device: Device) -> str:
         field = await visit.console.cloud.delete_field(device, visit.text("name"), source="user")
-    except DeviceCloudError as problem:
-        return visit.go(_group_url(device), _sentence(str(problem)), error=True)
-    return visit.go(_group_url(device), f"Deleted {field.name}.")
+        return f"Deleted {field.name}."
+    return await _on_field(visit, change)
 
 
 @page()
