@@ -13,7 +13,8 @@ from devicecloud.core.models import Account, Device, Field, HistoryEntry, Stored
 
 
 class Store(Protocol):
-    """Durable records. Every write returns only after it is committed."""
+    """Durable records. Every write returns only after it is committed; a read sees every write
+    committed before it started (never waiting for writes queued after)."""
 
     async def register_mac(self, mac: str, device_type: str, token: str, now: int) -> Device:
         """The device with this MAC (created with `token` if new)."""
@@ -22,6 +23,11 @@ class Store(Protocol):
     async def device_by_token(self, token: str) -> Device | None: ...
 
     async def set_owner(self, device_id: int, owner_id: int | None, now: int) -> None: ...
+
+    async def release_device(self, device_id: int, owner_id: int, now: int) -> bool:
+        """Unbind the device (and end its ESP-AI agent binding) if `owner_id` owns it; False
+        (nothing changed) if another account or none does."""
+        ...
 
     async def bind_device(self, device_id: int, owner_id: int, now: int) -> bool:
         """Make `owner_id` the device's owner unless another account owns it; True if it does."""
@@ -56,7 +62,8 @@ class Store(Protocol):
 
     async def add_field(self, device_id: int, name: str, value: Any, data_type: str,
                         permissions: str, ids: tuple[str, str], now: int) -> Field:
-        """Insert a field; a taken name becomes `name(1)`, `name(2)`, ..."""
+        """Insert a field; a taken name becomes `name(1)`, `name(2)`, ... Conflict if the device
+        already holds the most fields a device may (`FIELDS_PER_DEVICE`, 1,000)."""
         ...
 
     async def modify_field(self, device_id: int, name: str, value: Any, data_type: str | None,
@@ -67,7 +74,8 @@ class Store(Protocol):
     async def upsert_field(self, device_id: int, name: str, value: Any, data_type: str,
                            permissions: str, ids: tuple[str, str],
                            now: int) -> tuple[Field, bool]:
-        """Modify the field of that name, or add it; True when it was added."""
+        """Modify the field of that name, or add it (Conflict if the device is full, as for
+        `add_field`); True when it was added."""
         ...
 
     async def delete_field(self, device_id: int, name: str) -> Field | None: ...

@@ -1,9 +1,10 @@
-"""A job shared by the stores' tables: change some named columns of one row."""
+"""Helpers shared by the stores' jobs: change some named columns of one row; a savepoint."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 
 def update_columns(conn: sqlite3.Connection, table: str, allowed: frozenset[str], row_id: object,
@@ -14,3 +15,15 @@ def update_columns(conn: sqlite3.Connection, table: str, allowed: frozenset[str]
     assignments = "".join(f"{column} = ?, " for column in changes)
     conn.execute(f"UPDATE {table} SET {assignments}updated_at = ? WHERE id = ?",
                  (*changes.values(), now, row_id))
+
+
+@contextlib.contextmanager
+def savepoint(conn: sqlite3.Connection) -> Iterator[Callable[[], None]]:
+    """A savepoint in the group's transaction: calling what it yields undoes this job's changes
+    since, leaving the rest of the group's transaction as it was (SQLite and PostgreSQL alike)."""
+    def undo() -> None:
+        conn.execute("ROLLBACK TO SAVEPOINT job")
+
+    conn.execute("SAVEPOINT job")
+    yield undo
+    conn.execute("RELEASE SAVEPOINT job")

@@ -4,7 +4,8 @@ The jobs are written once, in SQL that both engines accept, against the small pa
 that `sqlite3` offers (`execute(sql, params)` with `?` placeholders, then `fetchone`, `fetchall`,
 iteration, `rowcount`). `PgConnection` offers the same on a psycopg connection, so a PostgreSQL
 deployment runs exactly the code the SQLite one runs, committed in groups by one writer thread per
-process (several processes commit side by side; PostgreSQL's row locks keep them apart).
+process (several processes commit side by side; PostgreSQL's row locks keep them apart). Reads run
+on a few autocommit connections of their own (`reads.Readers`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, cast
 import psycopg
 
 from devicecloud.store.group_commit import GroupCommitter
+from devicecloud.store.reads import Readers
 from devicecloud.store.sqlite import SqlStore
 
 
@@ -55,10 +57,15 @@ def psycopg_dsn(database_url: str) -> str:
     return f"postgresql://{rest}" if scheme.startswith("postgres") else database_url
 
 
+READERS = 3  # connections for reads, per process (beside the writer's one)
+
+
 class PostgresStore(SqlStore):
     """The `Store` port on a PostgreSQL database."""
 
     def __init__(self, database_url: str) -> None:
         dsn = psycopg_dsn(database_url)
-        super().__init__(GroupCommitter(lambda: cast(sqlite3.Connection, PgConnection(dsn)),
-                                        begin="BEGIN"))
+        def connect() -> sqlite3.Connection:
+            return cast(sqlite3.Connection, PgConnection(dsn))
+
+        super().__init__(GroupCommitter(connect, begin="BEGIN"), Readers(connect, READERS))

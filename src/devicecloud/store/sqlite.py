@@ -1,4 +1,5 @@
-"""The SQLite store: WAL with synchronous=FULL, every write group-committed on one thread."""
+"""The SQLite store: WAL with synchronous=FULL, every write group-committed on one thread, reads
+on connections of their own (`reads.Readers`)."""
 
 from __future__ import annotations
 
@@ -11,22 +12,29 @@ from typing import Any
 
 import orjson
 
+from devicecloud.core.errors import Conflict
 from devicecloud.core.models import (
     Account,
     Device,
     Field,
     HistoryEntry,
     StoredFile,
-    deduplicated_name,
 )
 from devicecloud.store.columns import update_columns
 from devicecloud.store.group_commit import GroupCommitter
+from devicecloud.store.reads import Readers
 from devicecloud.store.sqlite_espai import EspAiSqlite
 
 _FIELD_COLUMNS = "id, data_token, device_id, name, value, data_type, permissions, created_at, " \
                  "updated_at"
 _DEVICE_COLUMNS = ("id, mac, token, device_type, created_at, updated_at, last_seen_at, owner_id, "
                    "downlink_limit")
+FIELDS_PER_DEVICE = 1_000
+"""The most fields one device may hold: adding one more is refused (`Conflict`), so that no device
+makes its pages, lists and pushes unboundedly large."""
+_FULL = f"a device holds at most {FIELDS_PER_DEVICE} data fields; delete some first"
+_PROBES = 32  # candidate names looked up per statement when a name is taken
+_PROBE_MARKS = ", ".join(["?"] * _PROBES)
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -39,6 +47,15 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def connect_reader(path: Path) -> sqlite3.Connection:
+    """A read-only connection, for reads beside the writer (WAL lets them run while it commits)."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                           cached_statements=256)
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute("PRAGMA query_only=ON")
+    return conn
+
+
 def _device(row: tuple[Any, ...]) -> Device:
     return Device(*row)
 
@@ -47,10 +64,6 @@ def _field(row: tuple[Any, ...]) -> Field:
     fid, data_token, device_id, name, value, data_type, permissions, created, updated = row
     return Field(fid, data_token, device_id, name, orjson.loads(value), data_type, permissions,
                  created, updated)
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 # Jobs: each runs on the writer thread inside the current transaction. ---------------------------
@@ -79,6 +92,14 @@ def _set_owner(conn: sqlite3.Connection, device_id: int, owner_id: int | None, n
     conn.execute("UPDATE devices SET agent_id = CASE WHEN owner_id = ? THEN agent_id END, "
                  "owner_id = ?, updated_at = ? WHERE id = ?",
                  (owner_id, owner_id, now, device_id))
+
+
+def _release_device(conn: sqlite3.Connection, device_id: int, owner_id: int, now: int) -> bool:
+    # Only while `owner_id` owns it: a stale caller never undoes another account's bind. The
+    # binding to the owner's ESP-AI agent ends with it.
+    cursor = conn.execute("UPDATE devices SET owner_id = NULL, agent_id = NULL, updated_at = ? "
+                          "WHERE id = ? AND owner_id = ?", (now, device_id, owner_id))
+    return cursor.rowcount == 1
 
 
 def _bind_device(conn: sqlite3.Connection, device_id: int, owner_id: int, now: int) -> bool:
@@ -134,22 +155,51 @@ def _history(conn: sqlite3.Connection, field_id: str, value: str, data_type: str
                  "VALUES (?, ?, ?, ?)", (field_id, value, data_type, now))
 
 
+def _full(conn: sqlite3.Connection, device_id: int) -> bool:
+    """Whether the device holds `FIELDS_PER_DEVICE` fields (reads at most that many index rows)."""
+    return conn.execute("SELECT 1 FROM fields WHERE device_id = ? ORDER BY name LIMIT 1 OFFSET ?",
+                        (device_id, FIELDS_PER_DEVICE - 1)).fetchone() is not None
+
+
 def _insert_field(conn: sqlite3.Connection, device_id: int, name: str, value: Any,
-                  data_type: str, permissions: str, ids: tuple[str, str], now: int) -> Field:
+                  data_type: str, permissions: str, ids: tuple[str, str],
+                  now: int) -> Field | None:
+    """Insert the field unless the name is taken (perhaps just now, by another process: the
+    unique index decides, and the transaction goes on); None if it is."""
     encoded = orjson.dumps(value).decode()
-    conn.execute(f"INSERT INTO fields ({_FIELD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                 (ids[0], ids[1], device_id, name, encoded, data_type, permissions, now, now))
+    cursor = conn.execute(
+        f"INSERT INTO fields ({_FIELD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (device_id, name) DO NOTHING",
+        (ids[0], ids[1], device_id, name, encoded, data_type, permissions, now, now))
+    if cursor.rowcount != 1:
+        return None
     _history(conn, ids[0], encoded, data_type, now)
     return Field(ids[0], ids[1], device_id, name, value, data_type, permissions, now, now)
 
 
+def _candidates(name: str, start: int) -> list[str]:
+    return [name if n == 0 else f"{name}({n})" for n in range(start, start + _PROBES)]
+
+
 def _add_field(conn: sqlite3.Connection, device_id: int, name: str, value: Any, data_type: str,
-               permissions: str, ids: tuple[str, str], now: int) -> Field:
-    taken = {row[0] for row in conn.execute(
-        "SELECT name FROM fields WHERE device_id = ? AND (name = ? OR name LIKE ? ESCAPE '\\')",
-        (device_id, name, _escape_like(name) + "(%)"))}
-    return _insert_field(conn, device_id, deduplicated_name(name, taken), value, data_type,
-                         permissions, ids, now)
+               permissions: str, ids: tuple[str, str], now: int) -> Field | None:
+    """Insert under the first free name of `name`, `name(1)`, ...; None if the device is full.
+    The names are looked up by the (device, name) index, 32 per statement."""
+    if _full(conn, device_id):
+        return None
+    start = 0
+    while True:
+        names = _candidates(name, start)
+        taken = {row[0] for row in conn.execute(
+            f"SELECT name FROM fields WHERE device_id = ? AND name IN ({_PROBE_MARKS})",
+            (device_id, *names))}
+        for candidate in names:
+            if candidate not in taken:
+                field = _insert_field(conn, device_id, candidate, value, data_type, permissions,
+                                      ids, now)
+                if field is not None:
+                    return field
+        start += _PROBES
 
 
 def _modify_field(conn: sqlite3.Connection, device_id: int, name: str, value: Any,
@@ -212,11 +262,18 @@ def _modify_known(conn: sqlite3.Connection, changes: list[KnownChange]) -> list[
 
 def _upsert_field(conn: sqlite3.Connection, device_id: int, name: str, value: Any,
                   data_type: str, permissions: str, ids: tuple[str, str],
-                  now: int) -> tuple[Field, bool]:
-    field = _modify_field(conn, device_id, name, value, data_type, now)
-    if field is not None:
-        return field, False
-    return _insert_field(conn, device_id, name, value, data_type, permissions, ids, now), True
+                  now: int) -> tuple[Field, bool] | None:
+    """Modify the field or add it (True); None if it is new and the device is full."""
+    while True:
+        field = _modify_field(conn, device_id, name, value, data_type, now)
+        if field is not None:
+            return field, False
+        if _full(conn, device_id):
+            return None
+        added = _insert_field(conn, device_id, name, value, data_type, permissions, ids, now)
+        if added is not None:
+            return added, True
+        # Another process added the name meanwhile: modify that one.
 
 
 def _delete_field(conn: sqlite3.Connection, device_id: int, name: str) -> Field | None:
@@ -291,14 +348,16 @@ _KNOWN_LIMIT = 100_000
 
 
 class SqlStore(EspAiSqlite):
-    """The `Store` port as jobs for a group-committing writer; subclasses choose the engine.
+    """The `Store` port: writes as jobs for a group-committing writer, reads on `Readers`
+    (never queued behind or inside a group); subclasses choose the engine.
 
     It remembers what never changes about the fields it has seen (id, data token, permissions,
     creation time), so a change of a known field needs no `RETURNING` and is batched with others
     (`_modify_known`); the update matches the field by id, so a stale entry is only a miss."""
 
-    def __init__(self, writer: GroupCommitter) -> None:
+    def __init__(self, writer: GroupCommitter, readers: Readers) -> None:
         self._writer = writer
+        self._reader = readers
         self._known: dict[tuple[int, str], tuple[str, str, str, int]] = {}
 
     def _remember(self, field: Field | None) -> None:
@@ -317,16 +376,19 @@ class SqlStore(EspAiSqlite):
         return await self._writer.call(_register_mac, mac, device_type, token, now)
 
     async def device_by_token(self, token: str) -> Device | None:
-        return await self._writer.call(_device_by_token, token)
+        return await self._reader.call(_device_by_token, token)
 
     async def set_owner(self, device_id: int, owner_id: int | None, now: int) -> None:
         await self._writer.call(_set_owner, device_id, owner_id, now)
+
+    async def release_device(self, device_id: int, owner_id: int, now: int) -> bool:
+        return await self._writer.call(_release_device, device_id, owner_id, now)
 
     async def bind_device(self, device_id: int, owner_id: int, now: int) -> bool:
         return await self._writer.call(_bind_device, device_id, owner_id, now)
 
     async def devices_of(self, owner_id: int) -> list[Device]:
-        return await self._writer.call(_devices_of, owner_id)
+        return await self._reader.call(_devices_of, owner_id)
 
     async def create_account(self, email: str, password_hash: str, display_name: str,
                              phone: str, open_api_key: str, now: int) -> Account | None:
@@ -334,13 +396,13 @@ class SqlStore(EspAiSqlite):
                                        phone, open_api_key, now)
 
     async def account_login(self, email: str) -> tuple[Account, str] | None:
-        return await self._writer.call(_account_login, email)
+        return await self._reader.call(_account_login, email)
 
     async def account_by_id(self, account_id: int) -> Account | None:
-        return await self._writer.call(_account_where, "id", account_id)
+        return await self._reader.call(_account_where, "id", account_id)
 
     async def account_by_api_key(self, open_api_key: str) -> Account | None:
-        return await self._writer.call(_account_where, "open_api_key", open_api_key)
+        return await self._reader.call(_account_where, "open_api_key", open_api_key)
 
     async def update_account(self, account_id: int, changes: dict[str, str], now: int) -> None:
         await self._writer.call(update_columns, "accounts", _ACCOUNT_CHANGES, account_id,
@@ -356,6 +418,8 @@ class SqlStore(EspAiSqlite):
                         permissions: str, ids: tuple[str, str], now: int) -> Field:
         field = await self._writer.call(_add_field, device_id, name, value, data_type,
                                         permissions, ids, now)
+        if field is None:
+            raise Conflict(_FULL)
         self._remember(field)
         return field
 
@@ -380,33 +444,35 @@ class SqlStore(EspAiSqlite):
     async def upsert_field(self, device_id: int, name: str, value: Any, data_type: str,
                            permissions: str, ids: tuple[str, str],
                            now: int) -> tuple[Field, bool]:
-        field, added = await self._writer.call(_upsert_field, device_id, name, value, data_type,
-                                               permissions, ids, now)
-        self._remember(field)
-        return field, added
+        done = await self._writer.call(_upsert_field, device_id, name, value, data_type,
+                                       permissions, ids, now)
+        if done is None:
+            raise Conflict(_FULL)
+        self._remember(done[0])
+        return done
 
     async def delete_field(self, device_id: int, name: str) -> Field | None:
         self._known.pop((device_id, name), None)
         return await self._writer.call(_delete_field, device_id, name)
 
     async def get_field(self, device_id: int, name: str) -> Field | None:
-        return await self._writer.call(_get_field, device_id, name)
+        return await self._reader.call(_get_field, device_id, name)
 
     async def list_fields(self, device_id: int) -> list[Field]:
-        return await self._writer.call(_list_fields, device_id)
+        return await self._reader.call(_list_fields, device_id)
 
     async def field_by_data_token(self, data_token: str) -> Field | None:
-        return await self._writer.call(_field_by_data_token, data_token)
+        return await self._reader.call(_field_by_data_token, data_token)
 
     async def history(self, field_id: str, limit: int,
                       offset: int) -> tuple[list[HistoryEntry], int]:
-        return await self._writer.call(_history_page, field_id, limit, offset)
+        return await self._reader.call(_history_page, field_id, limit, offset)
 
     async def add_file(self, file: StoredFile) -> None:
         await self._writer.call(_add_file, file)
 
     async def get_file(self, file_id: str) -> StoredFile | None:
-        return await self._writer.call(_get_file, file_id)
+        return await self._reader.call(_get_file, file_id)
 
     async def put_pair_code(self, code: str, device_id: int, expires_at: int, now: int) -> bool:
         return await self._writer.call(_put_pair_code, code, device_id, expires_at, now)
@@ -416,10 +482,12 @@ class SqlStore(EspAiSqlite):
 
     async def close(self) -> None:
         await self._writer.close()
+        await self._reader.close()
 
 
 class SqliteStore(SqlStore):
     """The `Store` port on one SQLite file."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__(GroupCommitter(lambda: connect(path)))
+        super().__init__(GroupCommitter(lambda: connect(path)),
+                         Readers(lambda: connect_reader(path)))

@@ -14,8 +14,9 @@ from typing import Any
 import orjson
 
 from devicecloud.core.espai_models import TEXT_COLUMNS, Agent, DeviceQuery, EspAiDevice, Firmware
-from devicecloud.store.columns import update_columns
+from devicecloud.store.columns import savepoint, update_columns
 from devicecloud.store.group_commit import GroupCommitter
+from devicecloud.store.reads import Readers
 
 _AGENT_COLUMNS = "id, account_id, name, api_key, server_url, created_at, updated_at"
 _AGENT_CHANGES = frozenset({"name", "api_key", "server_url"})
@@ -75,10 +76,9 @@ def _agents_of(conn: sqlite3.Connection, account_id: int) -> list[Agent]:
 
 
 def _delete_agent(conn: sqlite3.Connection, agent_id: str, now: int) -> list[str]:
-    tokens = [row[0] for row in conn.execute("SELECT token FROM devices WHERE agent_id = ?",
-                                             (agent_id,))]
-    conn.execute("UPDATE devices SET owner_id = NULL, agent_id = NULL, updated_at = ? "
-                 "WHERE agent_id = ?", (now, agent_id))
+    tokens = [row[0] for row in conn.execute(
+        "UPDATE devices SET owner_id = NULL, agent_id = NULL, updated_at = ? WHERE agent_id = ? "
+        "RETURNING token", (now, agent_id))]
     conn.execute("DELETE FROM agents WHERE id = ?", (agent_id,))
     return tokens
 
@@ -87,20 +87,20 @@ def _delete_agent(conn: sqlite3.Connection, agent_id: str, now: int) -> list[str
 
 def _espai_bind(conn: sqlite3.Connection, mac: str, token: str, agent: Agent,
                 reported: dict[str, str], now: int) -> EspAiDevice | None:
-    """Bind the MAC (a new device row if unknown) to the agent; None if another account has it."""
+    """Bind the MAC (a new device row if unknown) to the agent; None if another account has it.
+    The owner condition is part of the update, so of two accounts binding at once (in two
+    processes) exactly one wins: PostgreSQL re-checks it on the row the other just committed."""
     conn.execute("INSERT INTO devices (mac, token, device_type, created_at, updated_at, "
                  "public_id) VALUES (?, ?, 'esp-ai', ?, ?, ?) ON CONFLICT (mac) DO NOTHING",
                  (mac, token, now, now, secrets.token_hex(16)))
-    row_id, owner_id = conn.execute("SELECT id, owner_id FROM devices WHERE mac = ?",
-                                    (mac,)).fetchone()
-    if owner_id is not None and owner_id != agent.account_id:
-        return None
     assignments = "".join(f"{column} = ?, " for column in reported)
-    conn.execute(f"UPDATE devices SET {assignments}owner_id = ?, agent_id = ?, updated_at = ?, "
-                 "last_seen_at = ?, public_id = COALESCE(public_id, ?) WHERE id = ?",
-                 (*reported.values(), agent.account_id, agent.id, now, now,
-                  secrets.token_hex(16), row_id))
-    return _record_where(conn, "d.id = ?", row_id)
+    row = conn.execute(
+        f"UPDATE devices SET {assignments}owner_id = ?, agent_id = ?, updated_at = ?, "
+        "last_seen_at = ?, public_id = COALESCE(public_id, ?) "
+        "WHERE mac = ? AND (owner_id IS NULL OR owner_id = ?) RETURNING id",
+        (*reported.values(), agent.account_id, agent.id, now, now, secrets.token_hex(16), mac,
+         agent.account_id)).fetchone()
+    return None if row is None else _record_where(conn, "d.id = ?", row[0])
 
 
 def _espai_devices(conn: sqlite3.Connection,
@@ -151,16 +151,18 @@ def _espai_update(conn: sqlite3.Connection, row_id: int, changes: dict[str, Any]
 
 def _espai_release(conn: sqlite3.Connection, owner_id: int, public_ids: list[str],
                    now: int) -> list[str] | None:
-    """Unbind all those devices of the account, or none if any is not one of its devices."""
+    """Unbind all those devices of the account, or none if any is not one of its devices (then
+    the savepoint undoes those it had unbound: the owner condition is in the update itself)."""
     wanted = sorted(set(public_ids))
-    rows = conn.execute(f"SELECT id, token FROM devices WHERE owner_id = ? AND public_id IN "
-                        f"({_marks(wanted)})", (owner_id, *wanted)).fetchall()
-    if len(rows) != len(wanted):
-        return None
-    row_ids = [row[0] for row in rows]
-    conn.execute(f"UPDATE devices SET owner_id = NULL, agent_id = NULL, updated_at = ? "
-                 f"WHERE id IN ({_marks(row_ids)})", (now, *row_ids))
-    return [row[1] for row in rows]
+    with savepoint(conn) as undo:
+        tokens = [row[0] for row in conn.execute(
+            f"UPDATE devices SET owner_id = NULL, agent_id = NULL, updated_at = ? "
+            f"WHERE owner_id = ? AND public_id IN ({_marks(wanted)}) RETURNING token",
+            (now, owner_id, *wanted))]
+        if len(tokens) != len(wanted):
+            undo()
+            return None
+    return tokens
 
 
 def _set_mask_wifi_pwd(conn: sqlite3.Connection, account_id: int, on: bool) -> None:
@@ -206,18 +208,19 @@ class EspAiSqlite:
     """The ESP-AI methods of the `Store` port, for `SqliteStore`."""
 
     _writer: GroupCommitter
+    _reader: Readers
 
     async def create_agent(self, agent: Agent) -> None:
         await self._writer.call(_create_agent, agent)
 
     async def agent_by_id(self, agent_id: str) -> Agent | None:
-        return await self._writer.call(_agent_where, "id", agent_id)
+        return await self._reader.call(_agent_where, "id", agent_id)
 
     async def agent_by_api_key(self, api_key: str) -> Agent | None:
-        return await self._writer.call(_agent_where, "api_key", api_key)
+        return await self._reader.call(_agent_where, "api_key", api_key)
 
     async def agents_of(self, account_id: int) -> list[Agent]:
-        return await self._writer.call(_agents_of, account_id)
+        return await self._reader.call(_agents_of, account_id)
 
     async def update_agent(self, agent_id: str, changes: dict[str, str], now: int) -> None:
         await self._writer.call(update_columns, "agents", _AGENT_CHANGES, agent_id, changes,
@@ -231,14 +234,14 @@ class EspAiSqlite:
         return await self._writer.call(_espai_bind, mac, token, agent, reported, now)
 
     async def espai_devices(self, query: DeviceQuery) -> tuple[list[EspAiDevice], int]:
-        return await self._writer.call(_espai_devices, query)
+        return await self._reader.call(_espai_devices, query)
 
     async def espai_device(self, owner_id: int, public_id: str) -> EspAiDevice | None:
-        return await self._writer.call(_record_where, "d.owner_id = ? AND d.public_id = ?",
+        return await self._reader.call(_record_where, "d.owner_id = ? AND d.public_id = ?",
                                        owner_id, public_id)
 
     async def espai_device_by_mac(self, mac: str) -> EspAiDevice | None:
-        return await self._writer.call(_record_where, "d.mac = ?", mac)
+        return await self._reader.call(_record_where, "d.mac = ?", mac)
 
     async def espai_update(self, row_id: int, changes: dict[str, Any], now: int | None) -> None:
         await self._writer.call(_espai_update, row_id, changes, now)
@@ -251,7 +254,7 @@ class EspAiSqlite:
         await self._writer.call(_set_mask_wifi_pwd, account_id, on)
 
     async def mask_wifi_pwd(self, account_id: int) -> bool:
-        return await self._writer.call(_mask_wifi_pwd, account_id)
+        return await self._reader.call(_mask_wifi_pwd, account_id)
 
     async def add_firmware(self, image: Firmware) -> str | None:
         return await self._writer.call(_add_firmware, image)
