@@ -97,9 +97,10 @@ async def espai_ws(websocket: WebSocket) -> None:
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
-    """Unknown paths and methods, and unexpected failures, still answer JSON."""
+    """Unknown paths and methods, and unexpected failures, still answer JSON (a 405 with the
+    `Allow` header the router gives)."""
     if isinstance(exc, HTTPException):
-        return ez_error(exc.detail, exc.status_code)
+        return ez_error(exc.detail, exc.status_code, exc.headers)
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     return ez_error("internal error", 500)
 

@@ -1,9 +1,27 @@
-"""The records devicecloud keeps."""
+"""The records devicecloud keeps, and what a JSON value from a client may be."""
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
+
+from devicecloud.core.errors import InvalidRequest
+
+MAX_DEPTH = 32
+"""The deepest a stored value may nest: `[[1]]` is 2 deep. Every reply wraps a value in a few
+more levels, and the JSON encoder stops at 255."""
+MAX_DOCUMENT_DEPTH = MAX_DEPTH + 8
+"""The deepest a parsed message may nest: a value at `MAX_DEPTH` plus its envelope."""
+SMALLEST_INT = -(2**63)
+LARGEST_INT = 2**64 - 1
+"""JSON integers are kept exactly from `SMALLEST_INT` to `LARGEST_INT` (what the encoder can
+write); beyond that a number is refused, never turned into an approximate float."""
+_NINETEEN_DIGITS = re.compile(rb"[0-9]{19}")
+_NINETEEN_DIGITS_TEXT = re.compile(r"[0-9]{19}")
 
 DATA_TYPES = frozenset({"number", "string", "dict", "array", "file"})
 _NUMBERS = (bool, int, float)
@@ -82,6 +100,57 @@ def data_type_of(value: Any, declared: object = None) -> str:
     if isinstance(value, list):
         return "array"
     return "string"
+
+
+def check_json(value: Any, what: str = "value", limit: int = MAX_DEPTH) -> Any:
+    """`value` if devicecloud can keep and send it again: containers nested at most `limit` deep
+    and integers within 64 bits; else InvalidRequest naming `what`."""
+    if not isinstance(value, dict | list):
+        _check_int(value, what)
+        return value
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            raise InvalidRequest(f"{what} nested deeper than {limit} levels")
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+            else:
+                _check_int(child, what)
+    return value
+
+
+def _check_int(value: Any, what: str) -> None:
+    if type(value) is int and not SMALLEST_INT <= value <= LARGEST_INT:
+        raise _beyond_64_bits(what)
+
+
+def _beyond_64_bits(what: str) -> InvalidRequest:
+    return InvalidRequest(f"{what}: integer beyond 64 bits (from {SMALLEST_INT} to "
+                          f"{LARGEST_INT}); send larger numbers as strings")
+
+
+def _exact_int(text: str) -> int:
+    number = int(text)
+    _check_int(number, "JSON")
+    return number
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse JSON from a client: orjson.JSONDecodeError if it is not JSON, InvalidRequest if it
+    nests deeper than `MAX_DOCUMENT_DEPTH` or holds an integer beyond 64 bits (which orjson would
+    silently turn into a float)."""
+    doc = orjson.loads(data)
+    check_json(doc, "JSON", MAX_DOCUMENT_DEPTH)
+    long = (_NINETEEN_DIGITS_TEXT.search(data) if isinstance(data, str)
+            else _NINETEEN_DIGITS.search(data))
+    if long:  # rare: only then read the numbers again, exactly
+        try:
+            json.loads(data, parse_int=_exact_int)
+        except ValueError:  # also more digits than Python converts
+            raise _beyond_64_bits("JSON") from None
+    return doc
 
 
 def deduplicated_name(name: str, taken: set[str]) -> str:

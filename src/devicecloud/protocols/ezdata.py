@@ -11,6 +11,9 @@ from typing import Any
 
 import orjson
 
+from devicecloud.core.errors import InvalidRequest
+from devicecloud.core.models import loads
+
 LOGIN_OK = "device Login successful"
 PONG = "pong"
 ERROR_CMD = 500
@@ -54,7 +57,7 @@ def _request_type(raw: object) -> int:
         raise ProtocolError("requestType must be a number")
     if isinstance(raw, str):
         raw = _REQUEST_ALIASES.get(raw.strip(), raw.strip())
-        if isinstance(raw, str) and raw.isdigit():
+        if isinstance(raw, str) and raw.isascii() and raw.isdigit():  # not "²"
             raw = int(raw)
     if isinstance(raw, int) and raw in REQUEST_TYPES:
         return raw
@@ -63,15 +66,21 @@ def _request_type(raw: object) -> int:
     raise ProtocolError(f"unknown requestType: {str(raw)[:20]}")
 
 
+def _loads(data: bytes | str, invalid: str, cmd: int) -> Any:
+    try:
+        return loads(data)
+    except orjson.JSONDecodeError:
+        raise ProtocolError(invalid, cmd) from None
+    except InvalidRequest as problem:
+        raise ProtocolError(str(problem), cmd) from None
+
+
 def parse(data: bytes | str) -> Message:
     """One device message: a login, a heartbeat or a request. Raises ProtocolError."""
     if data[:4] in (b"get(", b"set(", "get(", "set("):
         text = data if isinstance(data, str) else data.decode("utf-8", "replace")
         return parse_text_command(text)
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise ProtocolError("invalid JSON") from None
+    doc = _loads(data, "invalid JSON", ERROR_CMD)
     if not isinstance(doc, dict):
         raise ProtocolError("message must be a JSON object")
     token = doc.get("deviceToken")
@@ -107,10 +116,7 @@ def parse_text_command(text: str) -> Request:
     raw_value, comma, data_type = rest.rpartition(",")
     if not comma or not key:
         raise ProtocolError("set needs a token, a key, a JSON value and a data type", 101)
-    try:
-        value = orjson.loads(raw_value)
-    except orjson.JSONDecodeError:
-        raise ProtocolError("set: the value is not valid JSON", 101) from None
+    value = _loads(raw_value, "set: the value is not valid JSON", 101)
     return Request(token.strip(), 101, {"name": key.strip(), "value": value,
                                         "dataType": data_type.strip()}, upsert=True)
 

@@ -27,6 +27,14 @@ class Failure(BaseModel):
     code: int = Field(examples=[401])
 
 
+class Missing(BaseModel):
+    """Not found: HTTP 404 with `success` false and code 404."""
+
+    success: Literal[False] = False
+    message: str = Field(examples=["固件未找到,请检查!"])
+    code: Literal[404] = 404
+
+
 class Done(BaseModel):
     """Success without data."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,12 +22,18 @@ from devicecloud.core.errors import (
     TooLarge,
     Unavailable,
 )
-from devicecloud.core.models import Device, Field, HistoryEntry, StoredFile
-from devicecloud.core.service import DeviceCloud
+from devicecloud.core.models import Device, Field, HistoryEntry, StoredFile, loads
+from devicecloud.core.service import (
+    MAX_HISTORY_PAGE,
+    MAX_HISTORY_SIZE,
+    DeviceCloud,
+    check_page,
+)
 from devicecloud.web.responses import ez_error, ez_ok
 from devicecloud.web.uploads import read_body, read_form
 
 JSON_BODY_LIMIT = 256 * 1024
+_PAGE_NUMBER = re.compile(r"[0-9]{1,9}")  # str.isdigit() would take "²", which int() refuses
 Handler = Callable[[Request], Awaitable[Any]]
 
 
@@ -61,7 +68,7 @@ def ezdata(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
 
 async def _json_object(request: Request) -> dict[str, Any]:
     try:
-        doc = orjson.loads(await read_body(request, JSON_BODY_LIMIT))
+        doc = loads(await read_body(request, JSON_BODY_LIMIT))
     except orjson.JSONDecodeError:
         raise InvalidRequest("invalid JSON") from None
     if not isinstance(doc, dict):
@@ -86,12 +93,14 @@ def _history_rows(field: Field, rows: list[HistoryEntry], total: int) -> dict[st
 
 
 def _page(request: Request) -> tuple[int, int]:
+    """`pageNum` (or `page`) and `pageSize` (or `size`), checked before any read."""
     query = request.query_params
     page = query.get("pageNum") or query.get("page") or "1"
     size = query.get("pageSize") or query.get("size") or "100"
-    if not (page.isdigit() and size.isdigit()):
-        raise InvalidRequest("page and size must be positive integers")
-    return int(page), int(size)
+    if not (_PAGE_NUMBER.fullmatch(page) and _PAGE_NUMBER.fullmatch(size)):
+        raise InvalidRequest(f"pageNum (1 to {MAX_HISTORY_PAGE}) and pageSize (1 to "
+                             f"{MAX_HISTORY_SIZE}) must be whole numbers")
+    return check_page(int(page), int(size))
 
 
 async def _store_upload(request: Request, device: Device | None) -> dict[str, Any]:
@@ -156,8 +165,9 @@ async def data_by_key(request: Request) -> dict[str, Any]:
 @ezdata
 async def history_by_key(request: Request) -> dict[str, Any]:
     cloud = _cloud(request)
+    page = _page(request)
     field = await cloud.get_field(await _device(request), request.path_params["key"])
-    return _history_rows(field, *await cloud.history(field, *_page(request)))
+    return _history_rows(field, *await cloud.history(field, *page))
 
 
 @ezdata
@@ -184,8 +194,9 @@ async def public_data(request: Request) -> dict[str, Any]:
 @ezdata
 async def public_history(request: Request) -> dict[str, Any]:
     cloud = _cloud(request)
+    page = _page(request)
     field = await cloud.public_field(request.path_params["data_token"])
-    return _history_rows(field, *await cloud.history(field, *_page(request)))
+    return _history_rows(field, *await cloud.history(field, *page))
 
 
 @ezdata

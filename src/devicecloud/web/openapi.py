@@ -46,6 +46,8 @@ class Operation:
     path_params: tuple[str, ...] = ()
     security: str | None = None
     response_media_type: str = "application/json"
+    errors: tuple[tuple[int, type[BaseModel]], ...] = ()
+    """Other HTTP statuses the endpoint answers, each with its body's model."""
 
 
 SECURITY_SCHEMES = {
@@ -60,7 +62,7 @@ def document(operations: Sequence[Operation], title: str = "devicecloud") -> dic
     """The OpenAPI 3.1 document describing `operations`."""
     models: dict[str, type[BaseModel]] = {}
     for op in operations:
-        for model in (op.body, op.query, *op.responses):
+        for model in (op.body, op.query, *op.responses, *(model for _, model in op.errors)):
             if model is not None:
                 models[model.__name__] = model
     _, top = models_json_schema([(m, "validation") for m in models.values()], ref_template=REF)
@@ -97,22 +99,28 @@ def _operation(op: Operation) -> dict[str, Any]:
             parameters.append(parameter)
     if parameters:
         doc["parameters"] = parameters
-    if op.body is not None:
-        doc["requestBody"] = {"required": True,
+    if op.body is not None:  # a body without required fields may be left out altogether
+        doc["requestBody"] = {"required": bool(op.body.model_json_schema().get("required")),
                               "content": {op.body_media_type: {"schema": _ref(op.body)}}}
     if op.response_media_type == "application/json":
         refs = [_ref(model) for model in op.responses]
         schema = refs[0] if len(refs) == 1 else {"oneOf": refs}
         content = {"application/json": {"schema": schema}}
         doc["responses"] = {"200": {"description": "; ".join(
-            (m.__doc__ or m.__name__).strip().splitlines()[0] for m in op.responses),
-            "content": content}}
+            _first_line(m) for m in op.responses), "content": content}}
     else:
         doc["responses"] = {"200": {"description": "the file", "content": {
             op.response_media_type: {"schema": {"type": "string", "format": "binary"}}}}}
+    for status, model in op.errors:
+        doc["responses"][str(status)] = {"description": _first_line(model), "content": {
+            "application/json": {"schema": _ref(model)}}}
     if op.security:
         doc["security"] = [{op.security: []}]
     return doc
+
+
+def _first_line(model: type[BaseModel]) -> str:
+    return (model.__doc__ or model.__name__).strip().splitlines()[0]
 
 
 # The /docs page ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from devicecloud.core.errors import InvalidRequest
+from devicecloud.core.models import LARGEST_INT, SMALLEST_INT, check_json, loads
 
 KINDS = {"number": "Number", "text": "Text", "json": "JSON", "file": "File upload"}
 _INTEGER = re.compile(r"[+-]?[0-9]+")
@@ -21,7 +22,7 @@ def parse_value(kind: str, raw: object) -> tuple[Any, str | None]:
     if kind == "number":
         number = text.strip()
         if _INTEGER.fullmatch(number):
-            return int(number), "number"
+            return _whole_number(number), "number"
         try:
             value = float(number)
         except ValueError:
@@ -33,10 +34,18 @@ def parse_value(kind: str, raw: object) -> tuple[Any, str | None]:
         return text, "string"
     if kind == "json":
         try:
-            return orjson.loads(text), None
+            return check_json(loads(text)), None
         except orjson.JSONDecodeError as problem:
             raise InvalidRequest(f"that is not valid JSON ({problem})") from None
     raise InvalidRequest("choose a type: number, text, JSON or file upload")
+
+
+def _whole_number(digits: str) -> int:
+    number = int(digits) if len(digits) <= 21 else None  # 20 digits and a sign at most
+    if number is None or not SMALLEST_INT <= number <= LARGEST_INT:
+        raise InvalidRequest(f"enter a whole number from {SMALLEST_INT} to {LARGEST_INT}, or "
+                             "use Text for longer numbers")
+    return number
 
 
 def kind_of(data_type: str, value: Any) -> str:
