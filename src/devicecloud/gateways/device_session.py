@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from typing import Any
@@ -14,7 +15,7 @@ from devicecloud.core.service import DeviceCloud
 from devicecloud.gateways.hub import Hub
 from devicecloud.gateways.outbox import Outbox, Slot
 from devicecloud.protocols import ezdata
-from devicecloud.protocols.ezdata import ProtocolError, Request
+from devicecloud.protocols.ezdata import Login, ProtocolError, Request
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +23,8 @@ log = logging.getLogger(__name__)
 class DeviceSession:
     """Logs a device in, answers its requests in order, and queues pushes for it."""
 
-    __slots__ = ("_flushed", "_idle", "_login", "_serving", "_tasks", "cloud", "device",
-                 "draining", "hub", "outbox", "transport", "value_on_top")
+    __slots__ = ("_flushed", "_held", "_idle", "_serving", "cloud", "device", "draining", "hub",
+                 "outbox", "transport", "value_on_top")
 
     def __init__(self, cloud: DeviceCloud, hub: Hub, outbox: Outbox, transport: str,
                  flushed: Callable[[], Awaitable[object]], value_on_top: bool = False) -> None:
@@ -35,13 +36,14 @@ class DeviceSession:
         self.device: Device | None = None
         self.draining = False
         self._flushed = flushed
-        self._tasks: set[asyncio.Task[None]] | None = None
-        self._login: asyncio.Task[None] | None = None
+        self._held: deque[tuple[Slot, Login | Request]] | None = None
         self._serving = 0
         self._idle: asyncio.Future[None] | None = None
 
     def receive(self, data: bytes | str, before: Callable[[], None] | None = None) -> None:
-        """Take one message; its answer goes out in turn, after `before()` if given."""
+        """Take one message; its answer goes out in turn, after `before()` if given. Messages
+        are carried out in the order received: those that arrive while a login is being
+        checked wait for it, in order, and nothing received later overtakes them."""
         try:
             message = ezdata.parse(data)
         except ProtocolError as problem:
@@ -50,28 +52,39 @@ class DeviceSession:
             return
         if isinstance(message, ezdata.Ping):
             self.outbox.answer(self.outbox.expect(False, before), ezdata.PONG)
-        elif isinstance(message, ezdata.Login):
-            self._login = self._start(self._log_in(self.outbox.expect(False, before),
-                                                   message.token))
-        elif self.draining:
-            self.outbox.answer(self.outbox.expect(True, before),
-                               ezdata.error("server is shutting down", message.cmd))
+            return
+        slot = self.outbox.expect(not isinstance(message, ezdata.Login), before)
+        self._serving += 1
+        if self._held is not None:
+            self._held.append((slot, message))
         else:
-            self._serving += 1
-            self._advance(self._serve(self.outbox.expect(True, before), message))
+            self._begin(slot, message)
 
-    def _start(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.create_task(work)
-        if self._tasks is None:
-            self._tasks = set()
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+    def _begin(self, slot: Slot, message: Login | Request) -> None:
+        if isinstance(message, ezdata.Login):
+            self._held = deque()
+            self._advance(self._log_in(slot, message.token))
+        elif self.draining:
+            self.outbox.answer(slot, ezdata.error("server is shutting down", message.cmd))
+            self._served()
+        else:
+            self._advance(self._serve(slot, message))
+
+    def _release_held(self) -> None:
+        """Begin the messages that waited for a login, in order, up to the next login."""
+        held, self._held = self._held, None
+        while held:
+            self._begin(*held.popleft())
+            if self._held is not None:  # a later login: what follows it waits for that one
+                self._held.extend(held)
+                return
 
     def _advance(self, work: Coroutine[Any, Any, None], _: object = None) -> None:
         """Run a request's coroutine up to its next wait, without a Task: a request mostly waits
         for one future (its commit), and a Task per request was the hot path's largest cost.
-        The coroutine resumes from that future's done callback, as a Task would."""
+        The coroutine resumes from that future's done callback, as a Task would. A request
+        queues its store job before its first wait, so requests begun in order are applied in
+        order."""
         try:
             waiting = work.send(None)
         except StopIteration:
@@ -96,8 +109,6 @@ class DeviceSession:
 
     async def _requests_done(self) -> None:
         """Wait until every request received so far is answered (or given up)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._serving:
             if self._idle is None:
                 self._idle = asyncio.get_running_loop().create_future()
@@ -136,13 +147,14 @@ class DeviceSession:
         except DeviceCloudError as problem:
             self.outbox.answer(slot, ezdata.error(str(problem)))
             return
-        self.attach(device)
-        self.outbox.answer(slot, ezdata.LOGIN_OK)
+        else:
+            self.attach(device)
+            self.outbox.answer(slot, ezdata.LOGIN_OK)
+        finally:
+            self._release_held()
         await self.cloud.touch(device)
 
     async def _serve(self, slot: Slot, request: Request) -> None:
-        if self._login is not None and not self._login.done():
-            await asyncio.wait([self._login])
         try:
             answer = await self._dispatch(request)
         except ProtocolError as problem:

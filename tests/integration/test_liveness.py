@@ -1,0 +1,107 @@
+"""Order and liveness of live connections under load: requests are applied in the order they
+arrive, slow readers resume or are closed, and no peer can make the server's memory grow."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+from conftest import Server, random_mac
+from mqtt_clients import RawMqtt
+from websockets.asyncio.client import connect
+
+from devicecloud.protocols import mqtt
+
+PIPELINED = 16
+
+
+def _modify(token: str, value: int) -> str:
+    return json.dumps({"deviceToken": token,
+                       "body": {"requestType": 101, "name": "n", "value": value}})
+
+
+async def _field_with_history(server: Server, http: httpx.AsyncClient,
+                              token: str) -> tuple[Any, list[Any]]:
+    api = f"{server.url}/api/v2/{token}"
+    value = (await http.get(f"{api}/dataByKey/n")).json()["data"]["value"]
+    rows = (await http.get(f"{api}/historyByKey/n", params={"pageSize": 100})).json()
+    return value, [row["value"] for row in reversed(rows["data"]["rows"])]
+
+
+async def _assert_applied_in_order(server: Server, http: httpx.AsyncClient,
+                                   tokens: list[str]) -> None:
+    expected = (PIPELINED, list(range(PIPELINED + 1)))
+    stored = [await _field_with_history(server, http, token) for token in tokens]
+    wrong = [found for found in stored if found != expected]
+    assert not wrong, f"{len(wrong)} of {len(tokens)} devices out of order, e.g. {wrong[0]}"
+
+
+async def _new_field(server: Server, http: httpx.AsyncClient) -> str:
+    token = server.register()
+    reply = await http.post(f"{server.url}/api/v2/{token}/add",
+                            json={"name": "n", "value": 0, "dataType": "number"})
+    assert reply.json()["code"] == 200
+    return token
+
+
+async def _pipeline_over_websocket(server: Server, token: str, gap: float) -> list[Any]:
+    """Login and 16 modifies sent a moment apart, without waiting for any answer (so some
+    arrive while the login is still being carried out); returns the 17 answers."""
+    async with connect(server.ws_url) as ws:
+        await ws.send(json.dumps({"deviceToken": token}))
+        for value in range(1, PIPELINED + 1):
+            await asyncio.sleep(gap)
+            await ws.send(_modify(token, value))
+        return [await asyncio.wait_for(ws.recv(), 10) for _ in range(PIPELINED + 1)]
+
+
+async def test_requests_pipelined_after_a_websocket_login_apply_in_order(server: Server) -> None:
+    async with httpx.AsyncClient() as http:
+        tokens = [await _new_field(server, http) for _ in range(200)]
+        answers = await asyncio.gather(*(_pipeline_over_websocket(server, t, i % 4 / 1000)
+                                         for i, t in enumerate(tokens)))
+        for replies in answers:
+            assert replies[0] == "device Login successful"
+            assert [json.loads(reply)["body"]["value"] for reply in replies[1:]] == list(
+                range(1, PIPELINED + 1))
+        await _assert_applied_in_order(server, http, tokens)
+
+
+async def _pipeline_over_mqtt(server: Server, token: str, mac: str) -> list[Any]:
+    """CONNECT, SUBSCRIBE, an EzData login and 16 modifies in one write; returns the answers."""
+    client = await RawMqtt.open(server.mqtt_port)
+    packets: list[mqtt.Packet] = [
+        mqtt.Connect(client_id=f"ez{mac}ez", username=token, keepalive=60),
+        mqtt.Subscribe(1, [(f"$ezdata/{token}/down", 0)]),
+        mqtt.Publish(f"$ezdata/{token}/up", json.dumps({"deviceToken": token}).encode(), 0)]
+    packets += [mqtt.Publish(f"$ezdata/{token}/up", _modify(token, value).encode(), 1,
+                             packet_id=value) for value in range(1, PIPELINED + 1)]
+    await client.send(b"".join(mqtt.encode(packet) for packet in packets))
+    replies: list[Any] = []
+    while len(replies) < PIPELINED + 1:
+        packet = await client.recv(10)
+        if isinstance(packet, mqtt.Publish):
+            text = packet.payload.decode()
+            replies.append(text if text[:1] != "{" else json.loads(text))
+    await client.close()
+    return replies
+
+
+async def test_requests_pipelined_over_mqtt_apply_in_order(server: Server) -> None:
+    async with httpx.AsyncClient() as http:
+        macs = [random_mac() for _ in range(60)]
+        tokens = []
+        for mac in macs:
+            token = server.register(mac)
+            await http.post(f"{server.url}/api/v2/{token}/add",
+                            json={"name": "n", "value": 0, "dataType": "number"})
+            tokens.append(token)
+        answers = await asyncio.gather(*(_pipeline_over_mqtt(server, token, mac)
+                                         for token, mac in zip(tokens, macs, strict=True)))
+        for replies in answers:
+            assert replies[0] == "device Login successful"
+            assert [reply["body"]["value"] for reply in replies[1:]] == list(
+                range(1, PIPELINED + 1))
+        await _assert_applied_in_order(server, http, tokens)
