@@ -23,13 +23,14 @@ from devicecloud.config import Settings, load_secret
 from devicecloud.core.accounts import Accounts
 from devicecloud.core.espai import EspAi
 from devicecloud.core.service import DeviceCloud
-from devicecloud.gateways.espai_ws import EspAiLinks, serve_espai_websocket
+from devicecloud.gateways.espai_ws import serve_espai_websocket
 from devicecloud.gateways.ezdata_ws import serve_ezdata_websocket
 from devicecloud.gateways.hub import Hub
 from devicecloud.gateways.mqtt_bridge import MqttBridge
 from devicecloud.gateways.mqtt_listener import MqttListener
 from devicecloud.gateways.partition import LiveMembers, Partition, StaticPartition
 from devicecloud.gateways.presence import LocalPresence, RedisPresence
+from devicecloud.gateways.resync import Resync
 from devicecloud.store import migrate
 from devicecloud.store.postgres import PostgresStore
 from devicecloud.store.sqlite import SqliteStore, SqlStore
@@ -37,6 +38,7 @@ from devicecloud.web import console, espai_http, ezdata_http, mqtt_auth_http, op
 from devicecloud.web.responses import ez_error, json_response
 
 log = logging.getLogger(__name__)
+SLOW_BUS_MS = 500  # a bus round trip slower than this makes /healthz say degraded
 
 def sqlite_path(database_url: str) -> Path:
     """The file of a `sqlite:///path` URL."""
@@ -72,16 +74,19 @@ def mqtt_partition(settings: Settings, presence: LocalPresence) -> Partition:
     `--mqtt-partition`, else with a Redis bus a share of the live instances, else all."""
     index, count = settings.partition
     if count == 1 and isinstance(presence, RedisPresence):
-        return LiveMembers(presence)
+        return LiveMembers(presence.membership)
     return StaticPartition(index, count)
 
 
 async def healthz(request: Request) -> Response:
-    """`ok` while everything works; `degraded` while the bus is down (devices still work)."""
+    """`ok` while everything works; `degraded` while the bus is down or slow (devices still
+    work; pushes to other processes wait for it)."""
     bus = getattr(request.app.state, "bus", None)
     if isinstance(bus, RedisBus):
         health = bus.health()
-        status = "ok" if health["connected"] else "degraded"
+        round_trip = bus.round_trip_ms
+        slow = round_trip is None or round_trip > SLOW_BUS_MS
+        status = "degraded" if slow or not health["connected"] else "ok"
         return json_response({"status": status, "version": __version__, "bus": health})
     return json_response({"status": "ok", "version": __version__, "bus": {"kind": "memory"}})
 
@@ -93,7 +98,7 @@ async def ezdata_ws(websocket: WebSocket) -> None:
 
 async def espai_ws(websocket: WebSocket) -> None:
     state = websocket.app.state
-    await serve_espai_websocket(websocket, state.espai, state.hub, state.espai_links)
+    await serve_espai_websocket(websocket, state.espai, state.hub)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -125,6 +130,9 @@ def create_app(settings: Settings) -> Starlette:
         app.state.bus = bus
         cloud = DeviceCloud(store, bus, DiskBlobs(settings.files_dir))
         hub = Hub(bus)
+        resync = Resync(cloud, hub)
+        if isinstance(bus, RedisBus):
+            bus.on_gap = resync.gap
         presence = RedisPresence(hub, settings.bus_url) if settings.bus_url else LocalPresence(hub)
         await presence.start()
         app.state.presence = presence
@@ -140,19 +148,17 @@ def create_app(settings: Settings) -> Starlette:
         app.state.settings, app.state.cloud, app.state.hub = settings, cloud, hub
         app.state.accounts = accounts = Accounts(store)
         app.state.console = console.Console(settings, load_secret(settings.secret_path), cloud,
-                                            accounts, presence, bus)
+                                            accounts, presence, hub)
         app.state.mqtt = listener
         app.state.espai = EspAi(store, bus, cloud.blobs, cloud, presence,
                                  settings.espai_voice_server)
-        app.state.espai_links = EspAiLinks(bus)
         try:
             yield
         finally:
-            app.state.espai_links.close()
-            app.state.console.close()
             if listener is not None:
                 await listener.stop()
             hub.close()
+            await resync.close()
             await presence.close()
             if isinstance(bus, RedisBus):
                 await bus.close()
@@ -165,7 +171,7 @@ def create_app(settings: Settings) -> Starlette:
         WebSocketRoute("/connect_espai_node", espai_ws),
         *espai_http.routes(),
         *openapi.routes(espai_http.OPERATIONS),
-        *mqtt_auth_http.routes(),
+        *mqtt_auth_http.routes(settings),
         *console.routes(),
     ]
     return Starlette(routes=routes, lifespan=lifespan,

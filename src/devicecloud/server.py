@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from types import FrameType
 
@@ -18,10 +19,13 @@ from starlette.applications import Starlette
 
 from devicecloud.app import create_app, drain
 from devicecloud.config import Settings
+from devicecloud.gateways.ws_protocol import BoundedWebSocketProtocol
 from devicecloud.store import migrate
 
 log = logging.getLogger("devicecloud")
 RESTART_DELAY = 1.0
+DRAIN_TIMEOUT = 10  # seconds live connections get to answer what they received
+STOP_DEADLINE = DRAIN_TIMEOUT + 15  # a stop taking longer ends the process regardless
 # The cyclic collector's first threshold: CPython's 700 made it take ~40% of the event loop under
 # load (every request allocates a few short-lived containers); see docs/benchmarks.md.
 GC_THRESHOLDS = (50_000, 20, 100)
@@ -35,12 +39,19 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def _give_up() -> None:
+    log.error("still stopping after %s s; exiting now", STOP_DEADLINE)
+    logging.shutdown()
+    os._exit(70)
+
+
 class GracefulServer(uvicorn.Server):
     """Stops on SIGINT or SIGTERM once in-flight work is answered, then exits with status 0."""
 
     def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
         super().__init__(config)
         self.app = app
+        self._deadline: threading.Timer | None = None
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:  # no new connections while the live ones finish
@@ -54,6 +65,10 @@ class GracefulServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
         self._captured_signals.clear()
+        if self._deadline is None:  # whatever hangs, the process ends
+            self._deadline = threading.Timer(STOP_DEADLINE, _give_up)
+            self._deadline.daemon = True
+            self._deadline.start()
 
 
 def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -75,7 +90,8 @@ def serve_one(settings: Settings) -> None:
     config = uvicorn.Config(
         app, host=settings.host, port=settings.http_port,
         ws_max_size=settings.ws_frame_limit, log_level=settings.log_level.lower(),
-        lifespan="on", timeout_graceful_shutdown=10, server_header=False, ws="websockets-sansio")
+        lifespan="on", timeout_graceful_shutdown=DRAIN_TIMEOUT, server_header=False,
+        ws=BoundedWebSocketProtocol)
     sockets = None
     if settings.reuse_port:
         sockets = [listening_socket(settings.host, settings.http_port, True)]
@@ -99,9 +115,12 @@ def serve_workers(settings: Settings, argv: list[str]) -> int:
     env = {**os.environ, "DEVICECLOUD_WORKERS": "1", "DEVICECLOUD_REUSE_PORT": "true"}
     command = [sys.executable, "-m", "devicecloud", *argv, "--workers", "1"]  # the last one wins
     stopping = False
+    stopped_at = 0.0
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
+        nonlocal stopping, stopped_at
+        if not stopping:
+            stopped_at = time.monotonic()
         stopping = True
         for child in children:
             if child.poll() is None:
@@ -120,4 +139,9 @@ def serve_workers(settings: Settings, argv: list[str]) -> int:
                 children[index] = subprocess.Popen(command, env=env)
         if stopping and all(child.poll() is not None for child in children):
             return max((child.returncode or 0) for child in children)
+        if stopping and time.monotonic() > stopped_at + STOP_DEADLINE + 5:
+            for child in children:
+                if child.poll() is None:
+                    log.error("worker %d did not stop; killing it", child.pid)
+                    child.kill()
         time.sleep(0.2)

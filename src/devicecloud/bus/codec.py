@@ -20,6 +20,11 @@ _TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in typing.get_args(Eve
 
 
 def encode(event: Event) -> bytes:
+    return orjson.dumps(to_doc(event))
+
+
+def to_doc(event: Event) -> dict[str, Any]:
+    """The event as a JSON-ready dict."""
     doc: dict[str, Any] = {"type": type(event).__name__}
     for item in dataclasses.fields(event):
         if item.name == "origin":
@@ -30,12 +35,16 @@ def encode(event: Event) -> bytes:
         elif isinstance(value, Change):
             value = value.value
         doc[item.name] = value
-    return orjson.dumps(doc)
+    return doc
 
 
 def decode(data: bytes) -> Event | None:
     """The event, or None for a message of a type this version does not know."""
-    doc = orjson.loads(data)
+    return from_doc(orjson.loads(data))
+
+
+def from_doc(doc: dict[str, Any]) -> Event | None:
+    """The event `to_doc` made, or None for a type this version does not know."""
     cls = _TYPES.get(doc.pop("type", None))
     if cls is None:
         return None

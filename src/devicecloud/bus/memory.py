@@ -28,3 +28,9 @@ class MemoryBus:
         """Every event here is this process's own, so `own_only` changes nothing."""
         self._handlers.append(handler)
         return lambda: self._handlers.remove(handler)
+
+    def want(self, token: str) -> None:
+        """Every event is delivered here already."""
+
+    def unwant(self, token: str) -> None:
+        """Every event is delivered here already."""

@@ -34,10 +34,13 @@ from devicecloud.core.events import (
 )
 from devicecloud.core.ids import is_token, new_token, normalise_mac, now_ms
 from devicecloud.core.models import Account
-from devicecloud.core.ports import Blobs, Bus, Presence, Store
+from devicecloud.core.ports import Blobs, Bus, Presence, Spool, Store
 from devicecloud.core.service import DeviceCloud, safe_file_name
 
 log = logging.getLogger(__name__)
+# A device whose firmware socket closed this recently (a reboot to check for an update) still
+# says whose images its address may be offered.
+RECENT_SOCKET_MS = 10 * 60 * 1000
 
 
 class Unbound(DeviceCloudError):
@@ -223,7 +226,6 @@ class EspAi:
 
     def _released(self, tokens: list[str]) -> None:
         for token in tokens:
-            self.cloud.owner_changed(token, None)
             self.bus.publish(DeviceReleased(token))
 
     # Pushes a console may offer ----------------------------------------------------------------
@@ -241,7 +243,7 @@ class EspAi:
     async def push_ota(self, account: Account, public_id: object, base_url: str) -> Firmware:
         """Tell the connected device to install the newest image of its `bin_id` now."""
         device = await self.device(account, public_id)
-        image = await self.store.latest_firmware(device.text["bin_id"] or "")
+        image = await self.store.latest_firmware(account.id, device.text["bin_id"] or "")
         if image is None:
             raise NotFound(v.FIRMWARE_NOT_FOUND)
         self.bus.publish(EspAiMessage(device.token, {
@@ -264,7 +266,6 @@ class EspAi:
         if device is None:
             raise Conflict(v.BOUND_ELSEWHERE)
         account = await self.store.account_by_id(agent.account_id)
-        self.cloud.owner_changed(device.token, agent.account_id)
         if account is not None:
             self.bus.publish(DeviceBound(device.token, account.id,
                                          account.display_name or account.email))
@@ -326,22 +327,31 @@ class EspAi:
     # Firmware ----------------------------------------------------------------------------------
 
     async def upload_firmware(self, account: Account, bin_id: object, version: object,
-                              file_name: str, data: bytes) -> Firmware:
-        """Keep an image; the newest image of a `bin_id` is what `query_new_ota` offers."""
+                              file_name: str, data: bytes | Spool) -> Firmware:
+        """Keep an image (bytes, or a spool of the blob store) once every check has passed. A
+        `bin_id` is the account's own: `query_new_ota` offers the newest image of it only to
+        devices of this account. Refused, nothing is kept."""
         checked_bin = v.check_bin_id(bin_id)
         if version is None or version == "":
             raise v.MissingParameter("version")
         checked_version = v.text_of(version, "version", 64)
-        if not data:
+        size = len(data) if isinstance(data, bytes) else data.size
+        if not size:
             raise InvalidRequest("参数错误:固件文件为空")
         base = safe_file_name(file_name)
         image = Firmware(new_token(), account.id, checked_bin, checked_version,
-                         base if "." in base else f"{base}.bin", len(data), now_ms())
-        await self.blobs.put(image.id, data)
-        problem = await self.store.add_firmware(image)
-        if problem == "taken":
-            raise Conflict(v.BIN_ID_TAKEN)
-        if problem == "exists":
+                         base if "." in base else f"{base}.bin", size, now_ms())
+        if isinstance(data, bytes):
+            await self.blobs.put(image.id, data)
+        else:
+            await data.keep(image.id)
+        try:
+            problem = await self.store.add_firmware(image)
+        except BaseException:
+            await self.blobs.delete([image.id])
+            raise
+        if problem is not None:
+            await self.blobs.delete([image.id])
             raise Conflict(v.VERSION_EXISTS)
         return image
 
@@ -349,11 +359,13 @@ class EspAi:
         return await self.store.firmware_of(account.id)
 
     async def delete_firmware(self, account: Account, firmware_id: object) -> Firmware:
+        """Delete the account's image and its file; it is no longer offered or served."""
         image = None
         if is_token(firmware_id):
             image = await self.store.delete_firmware(account.id, firmware_id)
         if image is None:
             raise NotFound(v.FIRMWARE_NOT_FOUND)
+        await self.blobs.delete([image.id])
         return image
 
     async def get_firmware(self, firmware_id: str) -> Firmware:
@@ -362,13 +374,46 @@ class EspAi:
             raise NotFound(v.FIRMWARE_NOT_FOUND)
         return image
 
-    async def query_ota(self, version: str, bin_id: str, base_url: str) -> dict[str, Any]:
-        """`query_new_ota`: the newest image of `bin_id`; `latest` unless its version differs.
-        An unknown `bin_id` has nothing newer."""
-        image = await self.store.latest_firmware(bin_id) if bin_id else None
+    async def firmware_socket(self, device: EspAiDevice, address: str) -> None:
+        """Remember where the device's firmware socket comes from (see `query_ota`)."""
+        if address:
+            await self.store.set_firmware_address(device.row_id, address[:64])
+
+    async def query_ota(self, version: str, bin_id: str, base_url: str, *, address: str = "",
+                        api_key: str = "", device_id: str = "") -> dict[str, Any]:
+        """`query_new_ota`: the newest image of `bin_id` of the asking device's account;
+        `latest` unless its version differs. Nothing newer when the account is unknown."""
+        account_id = await self._asking_account(address, api_key, device_id)
+        image = None
+        if account_id is not None and bin_id:
+            image = await self.store.latest_firmware(account_id, bin_id)
         if image is None:
             return {"latest": True, "bin_url": ""}
         return {"latest": version == image.version, "bin_url": firmware_url(base_url, image)}
+
+    async def _asking_account(self, address: str, api_key: str, device_id: str) -> int | None:
+        """The account of the device asking for an update: the owner of the agent `api_key` if
+        it sends one; else the one account whose devices' firmware sockets come from `address`
+        now or did within `RECENT_SOCKET_MS` (narrowed to `device_id` if sent). None when no
+        account, or more than one, fits: then nothing is offered."""
+        if api_key:
+            agent = await self.store.agent_by_api_key(api_key)
+            return agent.account_id if agent is not None else None
+        if not address:
+            return None
+        mac = None
+        if device_id:
+            try:
+                mac = normalise_mac(device_id)
+            except InvalidRequest:
+                return None
+        candidates = [row for row in await self.store.firmware_devices_at(address)
+                      if mac is None or row[1] == mac]
+        online = await self.presence.online([token for token, *_ in candidates])
+        recent = now_ms() - RECENT_SOCKET_MS
+        owners = {owner for token, _, owner, seen in candidates
+                  if token in online or seen >= recent}
+        return owners.pop() if len(owners) == 1 else None
 
 
 def firmware_url(base_url: str, image: Firmware) -> str:

@@ -50,6 +50,25 @@ class DeviceReleased:
 
 
 @dataclass(slots=True, frozen=True)
+class DeviceUpdated:
+    """A device's record changed in a way its live connections must follow: the largest
+    message it accepts from us."""
+
+    device_token: str
+    downlink_limit: int | None
+
+
+@dataclass(slots=True, frozen=True)
+class ConnectionClaimed:
+    """A live connection took `claim` (an MQTT client id, say) for the device; any other
+    connection holding the same claim, in any process, must close. `holder` names the new one."""
+
+    device_token: str
+    claim: str
+    holder: str
+
+
+@dataclass(slots=True, frozen=True)
 class PresenceChanged:
     """A device gained its first live connection to the publishing process, or lost its last one
     there. Across several processes, ask the presence directory for the device's state."""
@@ -67,4 +86,5 @@ class EspAiMessage:
     message: dict[str, Any]
 
 
-Event = FieldChanged | DeviceBound | DeviceReleased | PresenceChanged | EspAiMessage
+Event = (FieldChanged | DeviceBound | DeviceReleased | DeviceUpdated | ConnectionClaimed |
+         PresenceChanged | EspAiMessage)

@@ -12,6 +12,7 @@ from devicecloud.core.errors import InvalidRequest
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _MAC_SEPARATORS = str.maketrans("", "", ":-. ")
 _MAC = re.compile(r"[0-9a-f]{12}")
+PROCESS_ID = secrets.token_hex(16)  # names this process to the others serving the fleet
 
 
 def new_token() -> str:

@@ -95,6 +95,13 @@ class Store(Protocol):
 
     async def get_file(self, file_id: str) -> StoredFile | None: ...
 
+    async def delete_files(self, device_id: int, field_name: str,
+                           keep: str | None = None) -> list[str]:
+        """Forget the files of the device's field `field_name` except `keep`; their ids."""
+        ...
+
+    async def delete_file(self, file_id: str) -> None: ...
+
     async def put_pair_code(self, code: str, device_id: int, expires_at: int, now: int) -> bool:
         """Give the device this pairing code in place of any earlier one (and forget codes
         expired at `now`); False if the code is already another device's live code."""
@@ -151,14 +158,24 @@ class Store(Protocol):
 
     async def mask_wifi_pwd(self, account_id: int) -> bool: ...
 
+    async def set_firmware_address(self, row_id: int, address: str) -> None:
+        """Where the device's firmware socket came from, last."""
+        ...
+
+    async def firmware_devices_at(self, address: str) -> list[tuple[str, str, int, int]]:
+        """(token, mac, owner id, last seen) of the bound devices whose last firmware socket
+        came from `address`."""
+        ...
+
     async def add_firmware(self, image: Firmware) -> str | None:
-        """Record an image; "taken" if another account uses its bin_id, "exists" if that
-        version is there already."""
+        """Record an image; "exists" if the account has that version of its bin_id already."""
         ...
 
     async def firmware_of(self, account_id: int) -> list[Firmware]: ...
 
-    async def latest_firmware(self, bin_id: str) -> Firmware | None: ...
+    async def latest_firmware(self, account_id: int, bin_id: str) -> Firmware | None:
+        """The account's newest image of `bin_id`."""
+        ...
 
     async def get_firmware(self, firmware_id: str) -> Firmware | None: ...
 
@@ -170,7 +187,11 @@ class Store(Protocol):
 
 
 class Bus(Protocol):
-    """Fan-out of events to every subscriber (in this process, or across processes)."""
+    """Fan-out of events to every subscriber (in this process, or across processes).
+
+    Across processes only what is wanted crosses: a process receives another's events about a
+    device only while it `want`s that device (it holds a live connection or a page watching it).
+    """
 
     def publish(self, event: Event) -> None: ...
 
@@ -178,17 +199,53 @@ class Bus(Protocol):
                   own_only: bool = False) -> Callable[[], None]:
         """Call `handler` for every event from now on; returns a function that unsubscribes.
 
-        With `own_only`, only for events published by this process (for consumers that can reach
-        every device from any process, such as a shared MQTT broker, and must act only once).
+        Events published by other processes are delivered only for wanted devices. With
+        `own_only`, only events published by this process (for consumers that can reach every
+        device from any process, such as a shared MQTT broker, and must act only once).
         """
+        ...
+
+    def want(self, token: str) -> None:
+        """From now on deliver other processes' events about this device here too."""
+        ...
+
+    def unwant(self, token: str) -> None:
+        """Stop receiving other processes' events about this device."""
+        ...
+
+
+class Spool(Protocol):
+    """An upload being received into a temporary file of the blob store (bounded memory)."""
+
+    size: int
+
+    async def write(self, data: bytes) -> None:
+        """Append; `StorageFull` when the disk is full (the spool is then discarded)."""
+        ...
+
+    async def keep(self, file_id: str) -> None:
+        """Store the contents durably as the blob `file_id`."""
+        ...
+
+    def discard(self) -> None:
+        """Remove the temporary file unless it was kept; safe to call again."""
         ...
 
 
 class Blobs(Protocol):
-    """File contents, addressed by file id."""
+    """File contents, addressed by file id. A full disk is `StorageFull`, and a failed write
+    leaves nothing behind."""
 
     async def put(self, file_id: str, data: bytes) -> None:
         """Store durably; returns only once the data would survive a crash."""
+        ...
+
+    def spool(self) -> Spool:
+        """A temporary file to receive an upload into, then keep or discard."""
+        ...
+
+    async def delete(self, file_ids: Collection[str]) -> None:
+        """Remove these blobs; those already gone are fine."""
         ...
 
     def local_path(self, file_id: str) -> str | None:

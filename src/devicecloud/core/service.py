@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import mimetypes
 import posixpath
 import re
@@ -10,8 +11,21 @@ from typing import Any
 import orjson
 
 from devicecloud.core import pairing
-from devicecloud.core.errors import Conflict, InvalidRequest, NotFound, TooLarge, Unauthorized
-from devicecloud.core.events import Change, DeviceBound, DeviceReleased, FieldChanged
+from devicecloud.core.errors import (
+    Conflict,
+    DeviceCloudError,
+    InvalidRequest,
+    NotFound,
+    TooLarge,
+    Unauthorized,
+)
+from devicecloud.core.events import (
+    Change,
+    DeviceBound,
+    DeviceReleased,
+    DeviceUpdated,
+    FieldChanged,
+)
 from devicecloud.core.ids import is_token, new_token, normalise_mac, now_ms
 from devicecloud.core.models import (
     Account,
@@ -19,12 +33,15 @@ from devicecloud.core.models import (
     Field,
     HistoryEntry,
     StoredFile,
+    check_json,
     data_type_of,
 )
-from devicecloud.core.ports import Blobs, Bus, Store
+from devicecloud.core.ports import Blobs, Bus, Spool, Store
 
 MAX_NAME_LENGTH = 128
 MAX_VALUE_BYTES = 60 * 1024
+MAX_HISTORY_PAGE = 1_000_000
+MAX_HISTORY_SIZE = 1000
 PUBLIC = "1"
 _UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9._()\- ]+")
 
@@ -39,10 +56,19 @@ def check_name(name: object) -> str:
 
 
 def check_value(value: Any) -> Any:
-    """A field value: any JSON value whose encoding fits in 60 KB."""
-    if len(orjson.dumps(value)) > MAX_VALUE_BYTES:
+    """A field value: a JSON value nested at most `MAX_DEPTH` deep, its integers within 64 bits
+    (`check_json`), whose encoding fits in 60 KB."""
+    if len(orjson.dumps(check_json(value))) > MAX_VALUE_BYTES:
         raise TooLarge(f"value larger than {MAX_VALUE_BYTES} bytes")
     return value
+
+
+def check_page(page: int, size: int) -> tuple[int, int]:
+    """A history page: 1-based (0 or less is the first) up to `MAX_HISTORY_PAGE`, else
+    InvalidRequest; rows per page from 1 to `MAX_HISTORY_SIZE` (more is capped)."""
+    if page > MAX_HISTORY_PAGE:
+        raise InvalidRequest(f"pageNum must be from 1 to {MAX_HISTORY_PAGE}")
+    return max(page, 1), max(1, min(size, MAX_HISTORY_SIZE))
 
 
 def _push_envelope(token: str, name: str, value: Any) -> int:
@@ -81,13 +107,17 @@ def safe_file_name(raw: str) -> str:
 
 class DeviceCloud:
     """Devices, their data fields and files. Each write is committed before it returns, then
-    announced on the bus."""
+    announced on the bus.
+
+    Nothing about a device is remembered between calls: another process may bind, release or
+    change it at any moment, so every authorisation reads the database. A live connection keeps
+    its `Device` and follows it through the bus (`DeviceUpdated`).
+    """
 
     def __init__(self, store: Store, bus: Bus, blobs: Blobs) -> None:
         self.store = store
         self.bus = bus
         self.blobs = blobs
-        self._devices: dict[str, Device] = {}
 
     # devices -------------------------------------------------------------------------------
 
@@ -95,26 +125,14 @@ class DeviceCloud:
         """The device with this MAC, created on first sight; its token never changes."""
         normal = normalise_mac(mac)
         kind = device_type if isinstance(device_type, str) else ""
-        device = await self.store.register_mac(normal, kind[:64], new_token(), now_ms())
-        self._devices[device.token] = device
-        return device
+        return await self.store.register_mac(normal, kind[:64], new_token(), now_ms())
 
     async def authenticate(self, token: object) -> Device:
         """The device owning `token`, or Unauthorized."""
-        if not is_token(token):
-            raise Unauthorized("unknown deviceToken")
-        device = self._devices.get(token)
+        device = await self.store.device_by_token(token) if is_token(token) else None
         if device is None:
-            device = await self.store.device_by_token(token)
-            if device is None:
-                raise Unauthorized("unknown deviceToken")
-            self._devices[token] = device
+            raise Unauthorized("unknown deviceToken")
         return device
-
-    async def refresh(self, device: Device) -> Device:
-        """The device as stored now (last seen, owner)."""
-        fresh = await self.store.device_by_token(device.token)
-        return fresh or device
 
     async def touch(self, device: Device) -> None:
         """Record that the device was seen now."""
@@ -139,6 +157,7 @@ class DeviceCloud:
         if device.downlink_limit != limit:
             await self.store.set_downlink_limit(device.id, limit)
             device.downlink_limit = limit
+            self.bus.publish(DeviceUpdated(device.token, limit))
 
     async def issue_pair_code(self, device: Device) -> str:
         """A fresh 6-digit pairing code for the device (EzData 112), valid once for 10 minutes;
@@ -151,17 +170,16 @@ class DeviceCloud:
         await self.bind(device, account)
         return device
 
-    async def release_owner(self, device: Device) -> None:
-        """Remove the device's binding to its owner; its data stays."""
-        await self.store.set_owner(device.id, None, now_ms())
+    async def release_owner(self, device: Device, owner_id: int | None = None) -> bool:
+        """Remove the device's binding to `owner_id` (by default the owner it has now); its data
+        stays. False if that account no longer owns it (another process released or rebound it
+        meanwhile): nothing changes then."""
+        owner = device.owner_id if owner_id is None else owner_id
+        if owner is None or not await self.store.release_device(device.id, owner, now_ms()):
+            return False
         device.owner_id = None
         self.bus.publish(DeviceReleased(device.token))
-
-    def owner_changed(self, token: str, owner_id: int | None) -> None:
-        """Keep the cached device in step after its owner was changed through another service."""
-        device = self._devices.get(token)
-        if device is not None:
-            device.owner_id = owner_id
+        return True
 
     # fields --------------------------------------------------------------------------------
 
@@ -212,6 +230,7 @@ class DeviceCloud:
         field = await self.store.delete_field(device.id, checked)
         if field is None:
             raise NotFound(f"no data named {checked!r}")
+        await self.free_files(device, checked)
         self._announce(device, Change.DELETED, field, source, origin)
         return field
 
@@ -227,9 +246,9 @@ class DeviceCloud:
 
     async def history(self, field: Field, page: int = 1,
                       size: int = 100) -> tuple[list[HistoryEntry], int]:
-        """A page (1-based, at most 1000 rows) of the field's values, newest first."""
-        size = max(1, min(size, 1000))
-        return await self.store.history(field.id, size, (max(page, 1) - 1) * size)
+        """A page of the field's values, newest first (see `check_page`)."""
+        page, size = check_page(page, size)
+        return await self.store.history(field.id, size, (page - 1) * size)
 
     async def public_field(self, data_token: object) -> Field:
         """A field read through its `dataToken`: only if its permissions make it public."""
@@ -242,22 +261,40 @@ class DeviceCloud:
 
     # files ---------------------------------------------------------------------------------
 
-    async def store_file(self, device: Device, name: object, file_name: str, data: bytes,
-                         base_url: str, *, source: str = "device",
+    async def store_file(self, device: Device, name: object, file_name: str,
+                         data: bytes | Spool, base_url: str, *, source: str = "device",
                          origin: object = None) -> Field:
-        """Keep an uploaded file and point the field `name` at its URL (announced as 105)."""
+        """Keep an uploaded file (bytes, or a spool of the blob store) and point the field `name`
+        at its URL (announced as 105); the field's earlier files are deleted. A refused change
+        keeps nothing."""
         checked = check_name(name)
         base = safe_file_name(file_name)
         content_type = mimetypes.guess_type(base)[0] or "application/octet-stream"
         if "." not in base:
             base += mimetypes.guess_extension(content_type) or ".bin"
-        stored = StoredFile(new_token(), device.id, checked, base, content_type, len(data),
-                            now_ms())
-        await self.blobs.put(stored.id, data)
-        await self.store.add_file(stored)
+        size = len(data) if isinstance(data, bytes) else data.size
+        stored = StoredFile(new_token(), device.id, checked, base, content_type, size, now_ms())
         url = f"{base_url}/files/{stored.id}/{base}"
-        return await self.upsert_field(device, checked, url, data_type="file", source=source,
-                                       origin=origin, change=Change.FILE)
+        check_downlink(device, checked, url)
+        if isinstance(data, bytes):
+            await self.blobs.put(stored.id, data)
+        else:
+            await data.keep(stored.id)
+        try:
+            await self.store.add_file(stored)
+            field = await self.upsert_field(device, checked, url, data_type="file",
+                                            source=source, origin=origin, change=Change.FILE)
+        except BaseException:
+            await self.blobs.delete([stored.id])
+            with contextlib.suppress(DeviceCloudError):  # the first failure is the one to tell
+                await self.store.delete_file(stored.id)
+            raise
+        await self.free_files(device, checked, keep=stored.id)
+        return field
+
+    async def free_files(self, device: Device, name: str, keep: str | None = None) -> None:
+        """Delete the files (records and blobs) of the device's field `name`, except `keep`."""
+        await self.blobs.delete(await self.store.delete_files(device.id, name, keep))
 
     async def get_file(self, file_id: str) -> StoredFile:
         stored = await self.store.get_file(file_id) if is_token(file_id) else None

@@ -10,9 +10,10 @@ from functools import partial
 from typing import Any
 
 from devicecloud.core.errors import DeviceCloudError
+from devicecloud.core.events import DeviceBound, DeviceUpdated, Event, FieldChanged
 from devicecloud.core.models import Device, Field
 from devicecloud.core.service import DeviceCloud
-from devicecloud.gateways.hub import Hub
+from devicecloud.gateways.hub import Hub, push_body
 from devicecloud.gateways.outbox import Outbox, Slot
 from devicecloud.protocols import ezdata
 from devicecloud.protocols.ezdata import Login, ProtocolError, Request
@@ -114,9 +115,19 @@ class DeviceSession:
                 self._idle = asyncio.get_running_loop().create_future()
             await self._idle
 
-    def push(self, key: str, cmd: int, body: Any, field: bool) -> None:
-        value = body["value"] if field else None
-        self.outbox.push(key, ezdata.reply(cmd, body, value, field and self.value_on_top))
+    def deliver(self, event: Event) -> None:
+        """Turn an event about the device into its EzData push (a change this connection made
+        is answered instead)."""
+        if isinstance(event, FieldChanged):
+            if event.origin is not self:
+                body = push_body(event)
+                self.outbox.push(event.field.name, ezdata.reply(
+                    event.change.value, body, body["value"], self.value_on_top))
+        elif isinstance(event, DeviceBound):
+            body = {"deviceToken": event.device_token, "userName": event.display_name}
+            self.outbox.push("\0bound", ezdata.reply(106, body))
+        elif isinstance(event, DeviceUpdated) and self.device is not None:
+            self.device.downlink_limit = event.downlink_limit
 
     async def drain(self) -> None:
         self.draining = True

@@ -22,7 +22,6 @@ from devicecloud.core.espai import EspAi
 from devicecloud.core.espai_models import EspAiDevice
 from devicecloud.core.espai_values import UNBOUND_NOTICE
 from devicecloud.core.events import DeviceReleased, EspAiMessage, Event
-from devicecloud.core.ports import Bus
 from devicecloud.gateways.hub import Hub
 
 log = logging.getLogger(__name__)
@@ -42,8 +41,12 @@ class EspAiConnection:
         self.idle = asyncio.Event()
         self.idle.set()
 
-    def push(self, key: str, cmd: int, body: Any, field: bool) -> None:
-        """EzData pushes mean nothing to ESP-AI firmware."""
+    def deliver(self, event: Event) -> None:
+        """ESP-AI messages go to the firmware; a release sends the unbound notice and closes."""
+        if isinstance(event, EspAiMessage):
+            self.send(event.message)
+        elif isinstance(event, DeviceReleased):
+            self.finish(unbound_notice())
 
     async def drain(self) -> None:
         await self.idle.wait()
@@ -63,35 +66,6 @@ class EspAiConnection:
                 await self.websocket.close(1000)
                 return
             await self.websocket.send_text(text)
-
-
-class EspAiLinks:
-    """This process's firmware sockets by device token; turns bus events into messages."""
-
-    def __init__(self, bus: Bus) -> None:
-        self._live: dict[str, set[EspAiConnection]] = {}
-        self._unsubscribe = bus.subscribe(self._on_event)
-
-    def add(self, token: str, connection: EspAiConnection) -> None:
-        self._live.setdefault(token, set()).add(connection)
-
-    def remove(self, token: str, connection: EspAiConnection) -> None:
-        live = self._live.get(token)
-        if live is not None:
-            live.discard(connection)
-            if not live:
-                del self._live[token]
-
-    def close(self) -> None:
-        self._unsubscribe()
-
-    def _on_event(self, event: Event) -> None:
-        if isinstance(event, EspAiMessage):
-            for connection in tuple(self._live.get(event.device_token, ())):
-                connection.send(event.message)
-        elif isinstance(event, DeviceReleased):
-            for connection in tuple(self._live.get(event.device_token, ())):
-                connection.finish(unbound_notice())
 
 
 def unbound_notice() -> dict[str, str]:
@@ -114,8 +88,7 @@ async def _handle(espai: EspAi, device: EspAiDevice, text: str) -> None:
         log.info("device %s reports a failed firmware update", device.device_id)
 
 
-async def serve_espai_websocket(websocket: WebSocket, espai: EspAi, hub: Hub,
-                                links: EspAiLinks) -> None:
+async def serve_espai_websocket(websocket: WebSocket, espai: EspAi, hub: Hub) -> None:
     """Run one firmware socket until it closes."""
     await websocket.accept()
     query = websocket.query_params
@@ -130,8 +103,8 @@ async def serve_espai_websocket(websocket: WebSocket, espai: EspAi, hub: Hub,
     connection = EspAiConnection(websocket, device)
     sender = asyncio.create_task(connection.send_all())
     hub.join(device.token, connection)
-    links.add(device.token, connection)
     try:
+        await espai.firmware_socket(device, websocket.client.host if websocket.client else "")
         await espai.seen(device)
         while True:
             message = await websocket.receive()
@@ -152,7 +125,6 @@ async def serve_espai_websocket(websocket: WebSocket, espai: EspAi, hub: Hub,
     except WebSocketDisconnect:
         pass
     finally:
-        links.remove(device.token, connection)
         hub.leave(device.token, connection)
         for _ in range(100):  # let a queued notice go out
             if connection.outgoing.empty() or sender.done():

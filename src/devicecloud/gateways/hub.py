@@ -1,4 +1,11 @@
-"""The live connections of this process, by device token, and the pushes the bus asks for."""
+"""The event router: this process's live connections and watchers, by device token.
+
+One bus subscription serves them all. An event about a device goes to the subscribers of that
+device only, and each turns it into its own protocol's bytes (an EzData push, an ESP-AI message,
+a console page update). The first subscriber of a device makes the bus deliver other processes'
+events about it here; the last one leaving stops that. Live device connections also count for
+presence (`transports`).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +13,18 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from devicecloud.core.events import Change, DeviceBound, Event, FieldChanged, PresenceChanged
+from devicecloud.core.events import Change, Event, FieldChanged, PresenceChanged
 from devicecloud.core.ports import Bus
 
 
-class LiveConnection(Protocol):
-    transport: str
-
-    def push(self, key: str, cmd: int, body: Any, field: bool) -> None:
-        """Queue push `cmd`; pushes with the same key coalesce. `field`: about one field, whose
-        value is `body["value"]`."""
+class Subscriber(Protocol):
+    def deliver(self, event: Event) -> None:
+        """Act on an event about the device (must not block)."""
         ...
+
+
+class LiveConnection(Subscriber, Protocol):
+    transport: str
 
     async def drain(self) -> None:
         """Refuse new requests; return once every request received so far is answered."""
@@ -24,29 +32,67 @@ class LiveConnection(Protocol):
 
 
 class Hub:
-    """Knows which live connections this process holds for each device token."""
+    """Routes bus events to the subscribers of each device; knows the live connections."""
 
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
+        self._routes: dict[str, set[Subscriber]] = {}
         self._live: dict[str, set[LiveConnection]] = {}
         self._unsubscribe = bus.subscribe(self._on_event)
         self.on_change: Callable[[str], None] | None = None
 
-    def join(self, token: str, connection: LiveConnection) -> None:
-        """Register a logged-in connection; the device's first one makes it online."""
+    # subscribers -----------------------------------------------------------------------------
+
+    def route(self, token: str, subscriber: Subscriber) -> Callable[[], None]:
+        """Deliver the device's events to `subscriber`; returns a function that stops it."""
+        routes = self._routes.get(token)
+        if routes is None:
+            routes = self._routes[token] = set()
+            self._bus.want(token)
+        routes.add(subscriber)
+        return lambda: self._unroute(token, subscriber)
+
+    def _unroute(self, token: str, subscriber: Subscriber) -> None:
+        routes = self._routes.get(token)
+        if routes is None or subscriber not in routes:
+            return
+        routes.discard(subscriber)
+        if not routes:
+            del self._routes[token]
+            self._bus.unwant(token)
+
+    def routed(self) -> list[str]:
+        """The devices something in this process subscribes to."""
+        return list(self._routes)
+
+    def deliver(self, token: str, event: Event) -> None:
+        """Hand `event` to the device's subscribers here (not through the bus)."""
+        for subscriber in tuple(self._routes.get(token, ())):
+            subscriber.deliver(event)
+
+    # live connections --------------------------------------------------------------------------
+
+    def join(self, token: str, connection: LiveConnection, routed: bool = True) -> None:
+        """Register a logged-in connection (receiving the device's events unless `routed` is
+        False); the device's first one here makes it online."""
         live = self._live.setdefault(token, set())
+        if connection in live:
+            return
         live.add(connection)
+        if routed:
+            self.route(token, connection)
         if self.on_change is not None:
             self.on_change(token)
         if len(live) == 1:
             self._bus.publish(PresenceChanged(token, True, connection.transport))
 
     def leave(self, token: str, connection: LiveConnection) -> None:
-        """Forget a connection; the device's last one leaving makes it offline."""
+        """Forget a connection; the device's last one leaving makes it offline here."""
         live = self._live.get(token)
         if live is None or connection not in live:
             return
         live.discard(connection)
+        self._unroute(token, connection)
         if self.on_change is not None:
             self.on_change(token)
         if not live:
@@ -73,30 +119,13 @@ class Hub:
         self._unsubscribe()
 
     def _on_event(self, event: Event) -> None:
-        live = self._live.get(getattr(event, "device_token", ""))
-        if not live or (len(live) == 1 and getattr(event, "origin", None) in live):
-            return  # nobody here to tell (the usual case: a device's own write)
-        found = push_for(event)
-        if found is None:
+        routes = self._routes.get(event.device_token)
+        if not routes:
             return
-        _, origin, push = found
-        for connection in tuple(live):
-            if connection is not origin:
-                connection.push(*push)
-
-
-Push = tuple[str, int, Any, bool]
-
-
-def push_for(event: Event) -> tuple[str, object, Push] | None:
-    """(device token, originating connection, push arguments) for events devices are told of."""
-    if isinstance(event, FieldChanged):
-        push = (event.field.name, event.change.value, push_body(event), True)
-        return event.device_token, event.origin, push
-    if isinstance(event, DeviceBound):
-        body = {"deviceToken": event.device_token, "userName": event.display_name}
-        return event.device_token, None, ("\0bound", 106, body, False)
-    return None
+        if len(routes) == 1 and getattr(event, "origin", None) in routes:
+            return  # the usual case: a device's own write, answered rather than pushed
+        for subscriber in tuple(routes):
+            subscriber.deliver(event)
 
 
 def push_body(event: FieldChanged) -> dict[str, Any]:

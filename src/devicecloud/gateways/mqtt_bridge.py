@@ -15,12 +15,12 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from devicecloud.core.errors import DeviceCloudError
-from devicecloud.core.events import Event
+from devicecloud.core.events import DeviceBound, DeviceUpdated, Event, FieldChanged
 from devicecloud.core.ids import is_token
 from devicecloud.core.ports import Bus
 from devicecloud.core.service import DeviceCloud
 from devicecloud.gateways.device_session import DeviceSession
-from devicecloud.gateways.hub import Hub, push_for
+from devicecloud.gateways.hub import Hub
 from devicecloud.gateways.mqtt_client import BrokerAddress, MqttClientConnection
 from devicecloud.gateways.mqtt_listener import DOWNLINK_LIMIT
 from devicecloud.gateways.outbox import Outbox, Payload
@@ -34,6 +34,7 @@ SHARED_UP = "$share/devicecloud/$ezdata/+/up"
 PLAIN_UP = "$ezdata/+/up"
 PROBE_SECONDS = 2.0
 RETRY_DELAYS = (0.5, 1, 2, 5)
+PUSHED = (FieldChanged, DeviceBound, DeviceUpdated)  # what the sessions act on
 
 
 async def _nothing_to_flush() -> None:
@@ -41,13 +42,13 @@ async def _nothing_to_flush() -> None:
 
 
 class BrokerClient:
-    """A device's connection to the broker, as the hub sees it: it counts for presence; pushes
-    travel through the bridge, which publishes every push whoever is connected."""
+    """A device's connection to the broker: it counts for presence only (the bridge's sessions
+    answer and push for every device, whoever holds it)."""
 
     transport = "mqtt"
 
-    def push(self, key: str, cmd: int, body: Any, field: bool) -> None:
-        """Pushes for broker clients are published by the bridge itself."""
+    def deliver(self, event: Event) -> None:
+        """Never routed: see `MqttBridge._on_event`."""
 
     async def drain(self) -> None:
         """Nothing is pending here: answers are published by the bridge's sessions."""
@@ -228,21 +229,18 @@ class MqttBridge:
     # pushes and presence ---------------------------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
-        found = push_for(event)
-        if found is None:
+        if not isinstance(event, PUSHED):
             return
-        token, origin, push = found
-        session = self.sessions.get(token)
+        session = self.sessions.get(event.device_token)
         if session is None:
-            self._spawn(self._push_later(token, origin, push))
-        elif session is not origin:
-            session.push(*push)
+            self._spawn(self._deliver_later(event))
+        else:
+            session.deliver(event)
 
-    async def _push_later(self, token: str, origin: object,
-                          push: tuple[str, int, Any, bool]) -> None:
-        session = await self._session(token)
-        if session is not None and session is not origin:
-            session.push(*push)
+    async def _deliver_later(self, event: Event) -> None:
+        session = await self._session(event.device_token)
+        if session is not None:
+            session.deliver(event)
 
     def _presence(self, event: broker_events.ClientEvent) -> None:
         if event.client_id == self.client_id:
@@ -253,7 +251,7 @@ class MqttBridge:
                 self.hub.leave(previous[0], previous[1])
             client = BrokerClient()
             self.clients[event.client_id] = (event.username, client)
-            self.hub.join(event.username, client)
+            self.hub.join(event.username, client, routed=False)
         elif not event.online and event.client_id in self.clients:
             token, client = self.clients.pop(event.client_id)
             self.hub.leave(token, client)

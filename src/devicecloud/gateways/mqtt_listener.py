@@ -14,6 +14,8 @@ from collections.abc import Callable
 from typing import cast
 
 from devicecloud.core.errors import DeviceCloudError
+from devicecloud.core.events import ConnectionClaimed, Event
+from devicecloud.core.ids import PROCESS_ID
 from devicecloud.core.models import Device
 from devicecloud.core.service import DeviceCloud
 from devicecloud.gateways.device_session import DeviceSession
@@ -161,7 +163,7 @@ class MqttConnection(asyncio.Protocol):
         self.down = down_topic(device.token)
         self.down_head = _topic_head(self.down)
         self.up = up_topic(device.token)
-        self.listener.take_over(self)
+        self.listener.take_over(self, device.token)
         self._write(mqtt.encode(mqtt.Connack(False, ConnackCode.ACCEPTED)))
         session = DeviceSession(self.listener.cloud, self.listener.hub,
                                 Outbox(self._downlink, None), "mqtt", _nothing_to_flush,
@@ -289,6 +291,13 @@ class MqttConnection(asyncio.Protocol):
             self._arm_keepalive()
 
 
+CLAIM = "mqtt:"
+
+
+def _holder(connection: MqttConnection) -> str:
+    return f"{PROCESS_ID}:{id(connection):x}"
+
+
 class MqttListener:
     """Accepts device connections on one TCP port."""
 
@@ -302,6 +311,7 @@ class MqttListener:
         self.connections: set[MqttConnection] = set()
         self.closing: set[asyncio.Future[None]] = set()
         self._by_client_id: dict[str, MqttConnection] = {}
+        self._unsubscribe = cloud.bus.subscribe(self._claimed)
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -317,6 +327,7 @@ class MqttListener:
 
     async def stop(self) -> None:
         """Stop accepting, close every connection, and let their sessions finish."""
+        self._unsubscribe()
         await self.stop_accepting()
         for connection in tuple(self.connections):
             connection.close("server stopping", polite=True)
@@ -324,12 +335,23 @@ class MqttListener:
         if self.closing:
             await asyncio.gather(*self.closing, return_exceptions=True)
 
-    def take_over(self, connection: MqttConnection) -> None:
-        """Register the connection's client id; an older connection with the same id is closed."""
-        older = self._by_client_id.get(connection.client_id.lower())
-        self._by_client_id[connection.client_id.lower()] = connection
+    def take_over(self, connection: MqttConnection, token: str) -> None:
+        """Register the connection's client id; an older connection with the same id, here or
+        in any other process, is closed."""
+        key = connection.client_id.lower()
+        older = self._by_client_id.get(key)
+        self._by_client_id[key] = connection
         if older is not None and older is not connection:
             older.close("taken over by a new connection with the same client id")
+        self.cloud.bus.publish(ConnectionClaimed(token, CLAIM + key, _holder(connection)))
+
+    def _claimed(self, event: Event) -> None:
+        """Another process took a client id held here: close ours."""
+        if not isinstance(event, ConnectionClaimed) or not event.claim.startswith(CLAIM):
+            return
+        held = self._by_client_id.get(event.claim[len(CLAIM):])
+        if held is not None and _holder(held) != event.holder:
+            held.close("taken over by a new connection with the same client id elsewhere")
 
     def forget(self, connection: MqttConnection) -> None:
         self.connections.discard(connection)

@@ -2,9 +2,9 @@
 
 Each process knows its own live connections (the `Hub`). With one process that is the whole
 truth (`LocalPresence`). With several, each process also writes its share to Redis
-(`RedisPresence`): a hash per device token, one entry per process holding it, and a liveness key
-per process that expires `INSTANCE_TTL` seconds after the process stops refreshing it, so entries
-of a process that died without saying goodbye stop counting within that time.
+(`RedisPresence`): a hash per device token, one entry per process holding it, counted while
+that process's liveness record lives (`membership`: within INSTANCE_TTL of a silent death). If
+Redis restarts empty, each process finds its liveness record gone and writes its entries again.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-import uuid
 from collections.abc import Collection
 
 from redis.asyncio import Redis
@@ -21,13 +19,12 @@ from redis.exceptions import RedisError
 
 from devicecloud.core.ports import DeviceStatus
 from devicecloud.gateways.hub import Hub
+from devicecloud.gateways.membership import INSTANCE_TTL, REFRESH_EVERY, Membership
 
 log = logging.getLogger(__name__)
 
-INSTANCE_TTL = 10
-REFRESH_EVERY = 3.0
+READ_TIMEOUT = 0.5  # a frozen Redis costs a presence read at most this long
 _PRESENCE = "devicecloud:presence:"
-_INSTANCE = "devicecloud:instance:"
 
 
 class LocalPresence:
@@ -51,34 +48,41 @@ class LocalPresence:
 
 
 class RedisPresence(LocalPresence):
-    """Presence shared through Redis."""
+    """Presence shared through Redis: a hash per device token, one entry per process holding it,
+    counted only while that process is alive (`Membership`)."""
 
     def __init__(self, hub: Hub, url: str) -> None:
         super().__init__(hub)
-        self.redis = Redis.from_url(url, decode_responses=True)
-        self.instance = uuid.uuid4().hex
-        self.started = time.time()
+        self.redis = Redis.from_url(url, decode_responses=True, socket_timeout=READ_TIMEOUT,
+                                    socket_connect_timeout=READ_TIMEOUT)
+        self.membership = Membership(self.redis)
+        self.membership.on_lost = self._rewrite_all
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._task: asyncio.Task[None] | None = None
         hub.on_change = self._changed
 
+    @property
+    def instance(self) -> str:
+        return self.membership.instance
+
     async def start(self) -> None:
-        await self._announce()
-        self._tasks = [asyncio.create_task(self._write()), asyncio.create_task(self._beat())]
+        await self.membership.start()
+        self._task = asyncio.create_task(self._write())
 
     async def close(self) -> None:
-        """Withdraw this process's entries, then stop."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        with contextlib.suppress(RedisError, OSError):
+        """Withdraw this process's entries (briefly), then stop."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait([self._task], timeout=1.0)
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for token in self.hub.tokens():
                     pipe.hdel(_PRESENCE + token, self.instance)
-                pipe.delete(_INSTANCE + self.instance)
-                await pipe.execute()
-        await self.redis.aclose()
+                await asyncio.wait_for(pipe.execute(), 1.0)
+        await self.membership.close()
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await asyncio.wait_for(self.redis.aclose(), 1.0)
 
     async def status(self, token: str) -> DeviceStatus:
         transports = set(self.hub.transports(token)) | (await self._elsewhere([token]))[token]
@@ -102,25 +106,21 @@ class RedisPresence(LocalPresence):
                       for instance, transports in found.items() if instance != self.instance]
             instances = sorted({instance for _, instance, _ in claims})
             if instances:
-                beats = await self.redis.mget([_INSTANCE + i for i in instances])
-                alive = {i for i, beat in zip(instances, beats, strict=True) if beat is not None}
+                alive = await self.membership.alive(instances)
                 for token, instance, transports in claims:
                     if instance in alive:
                         held[token].update(transports.split(","))
-        except (RedisError, OSError) as problem:
+        except (RedisError, OSError, TimeoutError) as problem:
             log.warning("presence: Redis unavailable (%s); answering for this process only",
                         problem)
         return held
 
-    async def members(self) -> dict[str, float]:
-        """The live processes, each with the time it started."""
-        keys = [key async for key in self.redis.scan_iter(_INSTANCE + "*", count=500)]
-        started = await self.redis.mget(keys) if keys else []
-        return {key[len(_INSTANCE):]: float(since)
-                for key, since in zip(keys, started, strict=True) if since is not None}
-
     def _changed(self, token: str) -> None:
         self._dirty.add(token)
+        self._wake.set()
+
+    def _rewrite_all(self) -> None:
+        self._dirty.update(self.hub.tokens())
         self._wake.set()
 
     async def _write(self) -> None:
@@ -137,22 +137,11 @@ class RedisPresence(LocalPresence):
                         else:
                             pipe.hdel(_PRESENCE + token, self.instance)
                     await pipe.execute()
-            except (RedisError, OSError) as problem:
+            except (RedisError, OSError, TimeoutError) as problem:
                 log.warning("presence: cannot write to Redis (%s); will retry", problem)
                 self._dirty |= tokens
                 await asyncio.sleep(1.0)
                 self._wake.set()
 
-    async def _announce(self) -> None:
-        """Say this process is alive, for INSTANCE_TTL seconds."""
-        try:
-            await self.redis.set(_INSTANCE + self.instance, str(self.started), ex=INSTANCE_TTL)
-            if self._dirty:
-                self._wake.set()
-        except (RedisError, OSError) as problem:
-            log.warning("presence: cannot refresh this process's liveness (%s)", problem)
 
-    async def _beat(self) -> None:
-        while True:
-            await asyncio.sleep(REFRESH_EVERY)
-            await self._announce()
+__all__ = ["INSTANCE_TTL", "REFRESH_EVERY", "LocalPresence", "RedisPresence"]

@@ -1,7 +1,9 @@
-"""Live console pages: the bus events about one device, sent to the browser over a WebSocket.
+"""Live console pages: the events about one device, sent to the browser over a WebSocket.
 
-One bus subscription serves every page; events are routed by device token to each watching
-page's bounded queue. A page that falls behind gets a fresh snapshot instead of the backlog.
+Each page watching a device is a subscriber of the hub with a bounded queue. A page that falls
+behind gets a fresh snapshot instead of the backlog. Whether the visitor still owns the device
+is read from the database with every status update, so a page closes within
+`STATUS_EVERY_SECONDS` of a release made anywhere, even if the release's event never came.
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from devicecloud.core.events import DeviceBound, DeviceReleased, Event, FieldChanged
-from devicecloud.core.ports import Bus
+from devicecloud.gateways.hub import Hub
 
 QUEUE_LIMIT = 512
 STATUS_EVERY_SECONDS = 5.0
 
 Snapshot = Callable[[], Awaitable[dict[str, Any]]]
-Status = Callable[[], Awaitable[dict[str, Any]]]
+Status = Callable[[], Awaitable[dict[str, Any] | None]]  # None: the visitor lost the device
 
 
 class Watcher:
@@ -31,7 +33,7 @@ class Watcher:
         self.queue: asyncio.Queue[Event] = asyncio.Queue(QUEUE_LIMIT)
         self.behind = False
 
-    def offer(self, event: Event) -> None:
+    def deliver(self, event: Event) -> None:
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
@@ -39,31 +41,19 @@ class Watcher:
 
 
 class LiveFeeds:
-    """Routes bus events to the console pages watching each device."""
+    """The console pages watching each device, as subscribers of the hub."""
 
-    def __init__(self, bus: Bus) -> None:
-        self._watchers: dict[str, set[Watcher]] = {}
-        self._unsubscribe = bus.subscribe(self._on_event)
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
 
     @contextlib.contextmanager
     def watch(self, token: str) -> Iterator[Watcher]:
         watcher = Watcher()
-        self._watchers.setdefault(token, set()).add(watcher)
+        stop = self._hub.route(token, watcher)
         try:
             yield watcher
         finally:
-            watchers = self._watchers.get(token)
-            if watchers is not None:
-                watchers.discard(watcher)
-                if not watchers:
-                    del self._watchers[token]
-
-    def close(self) -> None:
-        self._unsubscribe()
-
-    def _on_event(self, event: Event) -> None:
-        for watcher in tuple(self._watchers.get(event.device_token, ())):
-            watcher.offer(event)
+            stop()
 
 
 def field_message(event: FieldChanged) -> dict[str, Any]:
@@ -85,10 +75,23 @@ async def serve_live(websocket: WebSocket, watcher: Watcher, account_id: int,
     async def send(message: dict[str, Any]) -> None:
         await websocket.send_text(orjson.dumps(message).decode())
 
+    async def still_owned() -> bool:
+        """Send the status; False (and tell the page) if the device is no longer the visitor's."""
+        now = await status()
+        if now is None:
+            await send({"type": "released"})
+            await websocket.close()
+            return False
+        await send({"type": "status", "status": now})
+        return True
+
     receiver = asyncio.create_task(_until_closed(websocket))
     getter: asyncio.Task[Event] | None = None
     try:
-        await send(await snapshot())
+        first = await snapshot()
+        if first.get("status") is None:
+            return
+        await send(first)
         while True:
             if getter is None:
                 getter = asyncio.create_task(watcher.queue.get())
@@ -97,9 +100,15 @@ async def serve_live(websocket: WebSocket, watcher: Watcher, account_id: int,
             if receiver in done:
                 return
             if getter not in done:
-                await send({"type": "status", "status": await status()})
+                if not await still_owned():
+                    return
                 continue
             event, getter = getter.result(), None
+            if isinstance(event, DeviceReleased) or (
+                    isinstance(event, DeviceBound) and event.account_id != account_id):
+                await send({"type": "released"})
+                await websocket.close()
+                return
             if watcher.behind:
                 watcher.behind = False
                 while not watcher.queue.empty():
@@ -107,15 +116,10 @@ async def serve_live(websocket: WebSocket, watcher: Watcher, account_id: int,
                 await send(await snapshot())
             elif isinstance(event, FieldChanged):
                 await send(field_message(event))
-                if event.source == "device":
-                    await send({"type": "status", "status": await status()})
-            elif isinstance(event, DeviceReleased) or (
-                    isinstance(event, DeviceBound) and event.account_id != account_id):
-                await send({"type": "released"})
-                await websocket.close()
+                if event.source == "device" and not await still_owned():
+                    return
+            elif not await still_owned():
                 return
-            else:
-                await send({"type": "status", "status": await status()})
     except (WebSocketDisconnect, RuntimeError, OSError):
         return  # the page went away while we were sending
     finally:

@@ -377,7 +377,8 @@ async def release(visit: Visit) -> Response:
     device = await visit.owned()
     if device is None:
         return visit.not_found()
-    await visit.console.cloud.release_owner(device)
+    if not await visit.console.cloud.release_owner(device, visit.me.id):
+        return visit.not_found()
     return visit.go(HOME, "Device released; its data stays with the device.")
 
 
@@ -455,7 +456,8 @@ async def history(visit: Visit) -> Response:
     except DeviceCloudError:
         return visit.not_found()
     number = query.get("page", "1")
-    page_number = int(number) if number.isdigit() and 0 < int(number) < 10**6 else 1
+    page_number = int(number) if number.isascii() and number.isdigit() and (
+        0 < int(number) < 10**6) else 1
     rows, total = await cloud.history(field, page_number, HISTORY_PAGE_SIZE)
     recent, _ = await cloud.history(field, 1, CHART_POINTS)
     return visit.render("history.html", device=device, field=field, rows=rows, total=total,
@@ -476,8 +478,9 @@ async def live(websocket: WebSocket) -> None:
         return
     token, cloud = device.token, console.cloud
 
-    async def status() -> dict[str, Any]:
-        return await _status(console, await cloud.authenticate(token))
+    async def status() -> dict[str, Any] | None:
+        now = await _owned(console, account, token)
+        return None if now is None else await _status(console, now)
 
     async def snapshot() -> dict[str, Any]:
         fields = await cloud.list_fields(device)

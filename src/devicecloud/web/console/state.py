@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from devicecloud.config import Settings
 from devicecloud.core.accounts import Accounts
-from devicecloud.core.ports import Bus, Presence
+from devicecloud.core.ports import Presence
 from devicecloud.core.service import DeviceCloud
+from devicecloud.gateways.hub import Hub
 from devicecloud.web.console.live import LiveFeeds
 from devicecloud.web.console.rendering import environment
 from devicecloud.web.console.sessions import SessionCookies
@@ -25,7 +26,7 @@ class Console:
     """
 
     def __init__(self, settings: Settings, secret: bytes, cloud: DeviceCloud, accounts: Accounts,
-                 presence: Presence, bus: Bus) -> None:
+                 presence: Presence, hub: Hub) -> None:
         self.settings = settings
         self.cloud = cloud
         self.accounts = accounts
@@ -34,8 +35,5 @@ class Console:
         self.logins_by_email = Throttle(FAILED_LOGINS_PER_EMAIL, LOGIN_WINDOW_SECONDS)
         self.logins_by_address = Throttle(FAILED_LOGINS_PER_ADDRESS, LOGIN_WINDOW_SECONDS)
         self.pairings = Throttle(FAILED_PAIRINGS_PER_ACCOUNT, PAIRING_WINDOW_SECONDS)
-        self.feeds = LiveFeeds(bus)
+        self.feeds = LiveFeeds(hub)
         self.templates = environment()
-
-    def close(self) -> None:
-        self.feeds.close()
