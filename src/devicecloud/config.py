@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     http_port: int = 8000
     mqtt_port: int = 1883
     mqtt_broker: str = ""
+    # With an external broker: the secret its HTTP auth/ACL hooks send (else loopback only).
+    mqtt_hook_secret: str = ""
     mqtt_partition: str = "0/1"
     data_dir: Path = Path("./devicecloud-data")
     public_url: str = ""

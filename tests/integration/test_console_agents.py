@@ -59,12 +59,15 @@ def test_agents_are_made_edited_rekeyed_and_deleted(server: Server) -> None:
 
 def test_firmware_uploaded_in_the_console_is_offered_to_devices(server: Server) -> None:
     user = ConsoleUser.sign_up(server)
+    user.post("/console/agents/add", name="ota", server_url="")
+    [api_key] = re.findall(r'class="secret agent-key">([0-9a-f]{32})<', _agents_page(user))
     image = b"\xe9" + bytes(range(256)) * 40
     uploaded = user.post("/console/firmware/upload", bin_id="console-bin", version="2.1",
                          files={"file": ("fw.bin", image, "application/octet-stream")})
     assert user.flash(uploaded).startswith("Firmware console-bin 2.1 uploaded")
     ota = httpx.get(f"{server.url}/sdk/query_new_ota",
-                    params={"version": "2.0", "bin_id": "console-bin"}).json()
+                    params={"version": "2.0", "bin_id": "console-bin",
+                            "api_key": api_key}).json()
     assert ota["success"] is True and ota["data"]["latest"] is False
     assert httpx.get(ota["data"]["bin_url"]).content == image
     page = user.get("/console/agents").text
@@ -76,7 +79,8 @@ def test_firmware_uploaded_in_the_console_is_offered_to_devices(server: Server) 
     withdrawn = user.post(f"/console/firmware/{firmware_id}/delete")
     assert user.flash(withdrawn) == "Firmware console-bin 2.1 deleted."
     after = httpx.get(f"{server.url}/sdk/query_new_ota",
-                      params={"version": "2.0", "bin_id": "console-bin"}).json()
+                      params={"version": "2.0", "bin_id": "console-bin",
+                              "api_key": api_key}).json()
     assert after["data"] == {"latest": True, "bin_url": ""}
 
 

@@ -138,10 +138,10 @@ async def test_the_bridge_reconnects_after_a_broker_restart(mosquitto: Mosquitto
         await asyncio.sleep(0.2)
 
 
-def test_emqx_http_auth_and_acl_hooks(server: Server) -> None:
+def test_emqx_http_auth_and_acl_hooks(fronted: Server) -> None:
     mac = random_mac()
-    token = server.register(mac=mac)
-    auth, acl = f"{server.url}/mqtt/auth", f"{server.url}/mqtt/acl"
+    token = fronted.register(mac=mac)
+    auth, acl = f"{fronted.url}/mqtt/auth", f"{fronted.url}/mqtt/acl"
 
     def verdict(url: str, **body: str) -> str:
         result: str = httpx.post(url, json=body).json()["result"]

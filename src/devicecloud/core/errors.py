@@ -28,3 +28,7 @@ class Conflict(DeviceCloudError):
 class Unavailable(DeviceCloudError):
     """Something the service depends on (the database) cannot be reached now; nothing was done
     that the client was told of, and trying again later may succeed."""
+
+
+class StorageFull(DeviceCloudError):
+    """The disk that keeps files is full: nothing was stored; trying again later may succeed."""

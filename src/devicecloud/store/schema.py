@@ -40,6 +40,7 @@ devices = Table(
     *(Column(name, Text) for name in ("memory", "ext1", "ext2", "ext3", "local_data")),
     Column("sort", Integer),
     Column("battery", Integer),
+    Column("firmware_addr", String(64), index=True),  # migration 0005
 )
 
 fields = Table(
@@ -117,5 +118,5 @@ firmware = Table(
     Column("file_name", String(128), nullable=False),
     Column("size", BigInteger, nullable=False),
     Column("created_at", BigInteger, nullable=False),
-    UniqueConstraint("bin_id", "version", name="uq_firmware_bin_version"),
+    UniqueConstraint("account_id", "bin_id", "version", name="uq_firmware_account_bin_version"),
 )

@@ -24,6 +24,7 @@ from devicecloud.store.columns import update_columns
 from devicecloud.store.group_commit import GroupCommitter
 from devicecloud.store.reads import Readers
 from devicecloud.store.sqlite_espai import EspAiSqlite
+from devicecloud.store.sqlite_files import FilesSqlite
 
 _FIELD_COLUMNS = "id, data_token, device_id, name, value, data_type, permissions, created_at, " \
                  "updated_at"
@@ -347,7 +348,7 @@ def _take_pair_code(conn: sqlite3.Connection, code: str, now: int) -> str | None
 _KNOWN_LIMIT = 100_000
 
 
-class SqlStore(EspAiSqlite):
+class SqlStore(EspAiSqlite, FilesSqlite):
     """The `Store` port: writes as jobs for a group-committing writer, reads on `Readers`
     (never queued behind or inside a group); subclasses choose the engine.
 

@@ -178,18 +178,21 @@ def _mask_wifi_pwd(conn: sqlite3.Connection, account_id: int) -> bool:
 # Firmware ----------------------------------------------------------------------------------------
 
 def _add_firmware(conn: sqlite3.Connection, image: Firmware) -> str | None:
-    """Keep the image's record; "taken" if another account uses the bin_id, "exists" if the
-    version is already there."""
-    owner = conn.execute("SELECT account_id FROM firmware WHERE bin_id = ? LIMIT 1",
-                         (image.bin_id,)).fetchone()
-    if owner is not None and owner[0] != image.account_id:
-        return "taken"
+    """Keep the image's record; "exists" if the account has that version of the bin_id."""
     cursor = conn.execute(
         f"INSERT INTO firmware ({_FIRMWARE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (bin_id, version) DO NOTHING",
+        "ON CONFLICT (account_id, bin_id, version) DO NOTHING",
         (image.id, image.account_id, image.bin_id, image.version, image.file_name, image.size,
          image.created_at))
     return None if cursor.rowcount == 1 else "exists"
+
+
+def _firmware_devices_at(conn: sqlite3.Connection, address: str) -> list[tuple[str, str, int, int]]:
+    """(token, mac, owner id, last seen) of the bound devices whose last firmware socket came
+    from `address`."""
+    rows = conn.execute("SELECT token, mac, owner_id, COALESCE(last_seen_at, 0) FROM devices "
+                        "WHERE firmware_addr = ? AND owner_id IS NOT NULL", (address,))
+    return [(row[0], row[1], row[2], row[3]) for row in rows]
 
 
 def _firmware_where(conn: sqlite3.Connection, where: str, *args: Any) -> list[Firmware]:
@@ -202,6 +205,11 @@ def _delete_firmware(conn: sqlite3.Connection, account_id: int,
     row = conn.execute(f"DELETE FROM firmware WHERE id = ? AND account_id = ? "
                        f"RETURNING {_FIRMWARE_COLUMNS}", (firmware_id, account_id)).fetchone()
     return Firmware(*row) if row else None
+
+
+def _set_firmware_address(conn: sqlite3.Connection, row_id: int, address: str) -> None:
+    conn.execute("UPDATE devices SET firmware_addr = ? WHERE id = ? "
+                 "AND (firmware_addr IS NULL OR firmware_addr <> ?)", (address, row_id, address))
 
 
 class EspAiSqlite:
@@ -256,6 +264,12 @@ class EspAiSqlite:
     async def mask_wifi_pwd(self, account_id: int) -> bool:
         return await self._reader.call(_mask_wifi_pwd, account_id)
 
+    async def set_firmware_address(self, row_id: int, address: str) -> None:
+        await self._writer.call(_set_firmware_address, row_id, address)
+
+    async def firmware_devices_at(self, address: str) -> list[tuple[str, str, int, int]]:
+        return await self._reader.call(_firmware_devices_at, address)
+
     async def add_firmware(self, image: Firmware) -> str | None:
         return await self._writer.call(_add_firmware, image)
 
@@ -263,9 +277,11 @@ class EspAiSqlite:
         return await self._writer.call(_firmware_where, "account_id = ? ORDER BY created_at, id",
                                        account_id)
 
-    async def latest_firmware(self, bin_id: str) -> Firmware | None:
+    async def latest_firmware(self, account_id: int, bin_id: str) -> Firmware | None:
         found = await self._writer.call(
-            _firmware_where, "bin_id = ? ORDER BY created_at DESC, id DESC LIMIT 1", bin_id)
+            _firmware_where,
+            "account_id = ? AND bin_id = ? ORDER BY created_at DESC, id DESC LIMIT 1",
+            account_id, bin_id)
         return found[0] if found else None
 
     async def get_firmware(self, firmware_id: str) -> Firmware | None:

@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -27,16 +26,17 @@ from devicecloud.core.errors import (
     DeviceCloudError,
     InvalidRequest,
     NotFound,
+    StorageFull,
     TooLarge,
     Unauthorized,
     Unavailable,
 )
 from devicecloud.core.espai import EspAi, firmware_record
-from devicecloud.core.models import Account
+from devicecloud.core.models import Account, loads
 from devicecloud.web import espai_schemas as s
 from devicecloud.web.openapi import Operation
 from devicecloud.web.responses import json_response
-from devicecloud.web.uploads import read_body, read_form
+from devicecloud.web.uploads import read_body, stream_upload
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ _NO_DATA = object()
 # Failure codes by error class, most specific first.
 _CODES: tuple[tuple[type[DeviceCloudError], int], ...] = (
     (v.MissingParameter, 401), (Unauthorized, 401), (TooLarge, 413), (NotFound, 404),
-    (Conflict, 409), (DeviceCloudError, 400))
+    (Conflict, 409), (StorageFull, 507), (DeviceCloudError, 400))
 
 
 def ok(message: str, data: Any = _NO_DATA, **extra: Any) -> Response:
@@ -123,7 +123,7 @@ async def _body(request: Request) -> Any:
     if not raw.strip():
         return None
     try:
-        return orjson.loads(raw)
+        return loads(raw)
     except orjson.JSONDecodeError:
         raise InvalidRequest(BAD_JSON) from None
 
@@ -200,9 +200,13 @@ async def server_info(request: Request) -> Response:
 
 @envelope
 async def query_new_ota(request: Request) -> Response:
+    """Unmodified firmware sends only `version`, `bin_id` and `is_official`: the asking device is
+    known by the address of its firmware socket. A firmware may add `api_key` (its agent's)."""
     query = request.query_params
     return ok(v.OK, await _espai(request).query_ota(
-        query.get("version", ""), query.get("bin_id", ""), _base_url(request)))
+        query.get("version", ""), query.get("bin_id", ""), _base_url(request),
+        address=request.client.host if request.client else "",
+        api_key=query.get("api_key", ""), device_id=query.get("device_id", "")))
 
 
 @envelope
@@ -217,18 +221,21 @@ async def position(request: Request) -> Response:
 
 @envelope
 async def upload_firmware(request: Request) -> Response:
+    """The key is checked before the body is read; the file streams to the blob store's disk."""
     account = await _account(request)
     settings: Settings = request.app.state.settings
-    form = await read_form(request, settings.firmware_limit)
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
-        raise v.MissingParameter("file")
-    bin_id = form.get("bin_id")
-    if bin_id in (None, ""):
-        raise v.MissingParameter("bin_id")
-    image = await _espai(request).upload_firmware(
-        account, bin_id, form.get("version"), upload.filename or "firmware.bin",
-        await upload.read())
+    espai = _espai(request)
+    upload = await stream_upload(request, settings.firmware_limit, espai.blobs)
+    try:
+        if upload.spool is None or upload.file_field != "file":
+            raise v.MissingParameter("file")
+        bin_id = upload.fields.get("bin_id")
+        if bin_id in (None, ""):
+            raise v.MissingParameter("bin_id")
+        image = await espai.upload_firmware(account, bin_id, upload.fields.get("version"),
+                                            upload.file_name or "firmware.bin", upload.spool)
+    finally:
+        upload.discard()
     return ok(UPLOADED, firmware_record(image, _base_url(request)))
 
 
@@ -320,5 +327,5 @@ OPERATIONS: tuple[Operation, ...] = (
               (s.Done, s.Failure), body=s.DeviceDeleteRequest, security=_KEY),
     Operation("GET", "/firmware/{firmware_id}/{name}", "Download an image", _IMAGES,
               (), path_params=("firmware_id", "name"),
-              response_media_type="application/octet-stream"),
+              response_media_type="application/octet-stream", errors=((404, s.Missing),)),
 )

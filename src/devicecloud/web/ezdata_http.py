@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -30,7 +29,7 @@ from devicecloud.core.service import (
     check_page,
 )
 from devicecloud.web.responses import ez_error, ez_ok
-from devicecloud.web.uploads import read_body, read_form
+from devicecloud.web.uploads import read_body, stream_upload
 
 JSON_BODY_LIMIT = 256 * 1024
 _PAGE_NUMBER = re.compile(r"[0-9]{1,9}")  # str.isdigit() would take "²", which int() refuses
@@ -104,20 +103,31 @@ def _page(request: Request) -> tuple[int, int]:
 
 
 async def _store_upload(request: Request, device: Device | None) -> dict[str, Any]:
+    """A multipart upload, streamed to the blob store's disk: without a device (the firmware's
+    `uploadDeviceFile`) the `deviceToken` field is checked as soon as it arrives, and always
+    before the file is kept."""
     cloud = _cloud(request)
     settings = _settings(request)
-    form = await read_form(request, settings.upload_limit)
-    if device is None:
-        device = await cloud.authenticate(form.get("deviceToken"))
-    name = form.get("name")
-    upload = form.get("file")
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidRequest("name cannot be empty")
-    if not isinstance(upload, UploadFile):
-        raise InvalidRequest("file cannot be empty")
-    field = await cloud.store_file(device, name, upload.filename or name, await upload.read(),
-                                   settings.base_url(str(request.base_url)))
-    return {"deviceToken": device.token, "name": field.name, "value": field.value}
+    owner: list[Device] = [device] if device is not None else []
+
+    async def check(name: str, value: str) -> None:
+        if name == "deviceToken" and not owner:
+            owner.append(await cloud.authenticate(value))
+
+    upload = await stream_upload(request, settings.upload_limit, cloud.blobs, check)
+    try:
+        if not owner:
+            owner.append(await cloud.authenticate(upload.fields.get("deviceToken")))
+        name = upload.fields.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidRequest("name cannot be empty")
+        if upload.spool is None or upload.file_field != "file":
+            raise InvalidRequest("file cannot be empty")
+        field = await cloud.store_file(owner[0], name, upload.file_name or name, upload.spool,
+                                       settings.base_url(str(request.base_url)))
+    finally:
+        upload.discard()
+    return {"deviceToken": owner[0].token, "name": field.name, "value": field.value}
 
 
 # Device endpoints -----------------------------------------------------------------------------
@@ -203,7 +213,6 @@ async def public_history(request: Request) -> dict[str, Any]:
 async def status(request: Request) -> dict[str, Any]:
     """devicecloud's own addition: whether the device is online, how, and when it was last seen."""
     device = await _device(request)
-    device = await _cloud(request).refresh(device)
     status = await request.app.state.presence.status(device.token)
     return {"online": status.online, "transports": list(status.transports),
             "lastSeen": device.last_seen_at, "deviceType": device.device_type, "mac": device.mac}
