@@ -4,13 +4,19 @@ arrive, slow readers resume or are closed, and no peer can make the server's mem
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 from typing import Any
 
 import httpx
 from conftest import Server, random_mac
 from mqtt_clients import RawMqtt
 from websockets.asyncio.client import connect
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.uri import parse_uri
 
 from devicecloud.protocols import mqtt
 
@@ -105,3 +111,102 @@ async def test_requests_pipelined_over_mqtt_apply_in_order(server: Server) -> No
             assert [reply["body"]["value"] for reply in replies[1:]] == list(
                 range(1, PIPELINED + 1))
         await _assert_applied_in_order(server, http, tokens)
+
+
+
+class RawWs:
+    """A WebSocket client whose socket is read only when asked to: with a small receive buffer,
+    the server's writes back up as soon as it stops reading."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 protocol: ClientProtocol) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.protocol = protocol
+        self.frames: list[Frame] = []
+
+    @classmethod
+    async def open(cls, url: str, receive_buffer: int = 4096) -> RawWs:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.setblocking(False)
+        uri = parse_uri(url)
+        await asyncio.get_running_loop().sock_connect(sock, (uri.host, uri.port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=receive_buffer)
+        client = cls(reader, writer, ClientProtocol(uri, max_size=None))
+        client.protocol.send_request(client.protocol.connect())
+        client._flush()
+        while not client.protocol.handshake_exc and client.protocol.state is State.CONNECTING:
+            await client._read()
+        assert client.protocol.state is State.OPEN, client.protocol.handshake_exc
+        return client
+
+    def _flush(self) -> None:
+        self.writer.write(b"".join(self.protocol.data_to_send()))
+
+    async def _read(self, timeout: float = 10) -> None:
+        data = await asyncio.wait_for(self.reader.read(65536), timeout)
+        if not data:
+            raise ConnectionError("closed by the server")
+        self.protocol.receive_data(data)
+        self.frames += [e for e in self.protocol.events_received() if isinstance(e, Frame)]
+
+    async def send(self, text: str) -> None:
+        self.protocol.send_text(text.encode())
+        self._flush()
+        await self.writer.drain()
+
+    async def ping(self, data: bytes = b"") -> None:
+        self.protocol.send_ping(data)
+        self._flush()
+        await self.writer.drain()
+
+    async def recv(self, timeout: float = 10) -> str:
+        """The next text frame."""
+        while True:
+            while self.frames:
+                frame = self.frames.pop(0)
+                if frame.opcode is Opcode.TEXT:
+                    return bytes(frame.data).decode()
+            await self._read(timeout)
+
+    async def closed_within(self, seconds: float) -> bool:
+        """True if the server closes the connection within `seconds` (what arrives is dropped)."""
+        try:
+            async with asyncio.timeout(seconds):
+                while await self.reader.read(65536):
+                    pass
+        except TimeoutError:
+            return False
+        except ConnectionError:
+            pass
+        return True
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+
+async def _read_until(ws: RawWs, count: int) -> list[Any]:
+    return [json.loads(await ws.recv()) for _ in range(count)]
+
+
+async def test_a_reader_that_falls_behind_resumes_when_it_reads_again(server: Server) -> None:
+    token = server.register()
+    ws = await RawWs.open(server.ws_url)
+    await ws.send(json.dumps({"deviceToken": token}))
+    assert await ws.recv() == "device Login successful"
+    await ws.send(json.dumps({"deviceToken": token, "body": {
+        "requestType": 100, "name": "n", "value": "x" * 20000}}))
+    assert (await _read_until(ws, 1))[0]["code"] == 200
+    for rounds in range(3):
+        # More answers than the socket buffers hold, while reading nothing.
+        for _ in range(300):
+            await ws.send(json.dumps({"deviceToken": token, "body": {
+                "requestType": 104, "name": "n"}}))
+        await ws.send(_modify(token, rounds))  # a marker: the last answer
+        await asyncio.sleep(0.5)
+        answers = await _read_until(ws, 301)
+        assert [a["cmd"] for a in answers] == [104] * 300 + [101]
+    await ws.close()

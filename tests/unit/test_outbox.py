@@ -52,3 +52,14 @@ async def test_pacing_gives_up_after_its_timeout() -> None:
     await asyncio.sleep(0.1)
     assert sent == ["a", "b"]
     outbox.close()
+
+
+async def test_held_pushes_coalesce_until_released_and_answers_still_go_out() -> None:
+    outbox, sent = make(None)
+    outbox.hold()
+    outbox.push("a", "a=1")
+    outbox.push("a", "a=2")
+    outbox.answer(outbox.expect(), "answer")
+    assert sent == ["answer"]
+    outbox.release()
+    assert sent == ["answer", "a=2"]

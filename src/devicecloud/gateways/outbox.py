@@ -3,6 +3,8 @@
 - Answers go out in the order the requests came in.
 - Between a request and its answer the connection is sent nothing else; pushes wait.
 - Pushes queued while waiting are coalesced per key (per field): the latest state wins.
+- While the transport cannot take more (the peer reads slowly), pushes are held, still coalesced;
+  answers still go out: the transport stops reading requests meanwhile, which bounds them.
 - With pacing (WebSocket), after a push no further push is sent until the device has made a
   request and been answered, or `pace_seconds` have passed: Tab5 answers every push by re-reading
   its data list and takes the next frame as that list.
@@ -35,7 +37,8 @@ class Outbox:
     """Orders one connection's outgoing messages; `write` must not block. The queues are made
     on first use: an idle connection (most of them) keeps none."""
 
-    __slots__ = ("_pace_seconds", "_paced", "_pushes", "_slots", "_timer", "_write", "closed")
+    __slots__ = ("_held", "_pace_seconds", "_paced", "_pushes", "_slots", "_timer", "_write",
+                 "closed")
 
     def __init__(self, write: Callable[[Payload], None], pace_seconds: float | None) -> None:
         self._write = write
@@ -43,6 +46,7 @@ class Outbox:
         self._slots: deque[Slot] = _NO_SLOTS
         self._pushes: dict[str, Payload] = _NO_PUSHES
         self._paced = False
+        self._held = False
         self._timer: asyncio.TimerHandle | None = None
         self.closed = False
 
@@ -67,6 +71,15 @@ class Outbox:
         self._pushes[key] = data
         self._flush()
 
+    def hold(self) -> None:
+        """The transport is full: send no push until `release`."""
+        self._held = True
+
+    def release(self) -> None:
+        """The transport takes writes again: send what was held."""
+        self._held = False
+        self._flush()
+
     def close(self) -> None:
         self.closed = True
         if self._timer is not None:
@@ -84,7 +97,7 @@ class Outbox:
                 self._write(slot.data)
                 if slot.releases_pacing and self._paced:
                     self._release()
-            if slots or not self._pushes or self._paced:
+            if slots or not self._pushes or self._paced or self._held:
                 return
             key = next(iter(self._pushes))
             self._write(self._pushes.pop(key))
