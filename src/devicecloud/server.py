@@ -20,7 +20,6 @@ from starlette.applications import Starlette
 from devicecloud.app import create_app, drain
 from devicecloud.config import Settings
 from devicecloud.gateways.ws_protocol import BoundedWebSocketProtocol
-from devicecloud.gateways.ws_protocol import BoundedWebSocketProtocol
 from devicecloud.store import migrate
 
 log = logging.getLogger("devicecloud")
