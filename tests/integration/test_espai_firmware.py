@@ -11,6 +11,7 @@ import httpx
 import pytest
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from clients import WsDevice
 from conftest import Server, random_mac
 from espai_support import (
@@ -299,7 +300,8 @@ def test_migrations_upgrade_a_database_with_devices(tmp_path: Path) -> None:
                                                      ("aabbccddee00", "b" * 32)])
     command.upgrade(config, "head")
     with sqlite3.connect(tmp_path / "old.db") as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0005",)
+        head = ScriptDirectory.from_config(config).get_current_head()
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == (head,)
         ids = [row[0] for row in conn.execute("SELECT public_id FROM devices")]
         enable = {row[0] for row in conn.execute("SELECT enable FROM devices")}
     assert len(set(ids)) == 2 and all(len(i) == 32 for i in ids) and enable == {"0"}
