@@ -194,9 +194,6 @@ def test_espai_list_refuses_odd_digits(quiet: Server, tenant: Tenant,
     assert doc["success"] is False and doc["code"] == 400, doc
 
 
-@pytest.mark.xfail(strict=True, reason="web/uploads.py read_form: Starlette's Request.form() "
-                   "turns MultiPartException into HTTPException(400), which the ESP-AI envelope "
-                   "answers as an unexpected failure (500) with a traceback")
 def test_malformed_firmware_multipart_is_a_failure_envelope(own_server: Server) -> None:
     server = own_server.start()
     tenant = new_tenant(server)
