@@ -38,7 +38,8 @@ from bench.stats import CpuWindow, Progress, machine_info, wait_for_quiet
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 _RUNNER_OPTIONS = ("url", "server_pid", "repeat", "smoke", "out", "sources", "py_spy",
-                   "py_spy_seconds", "py_spy_native", "wait_quiet", "quiet", "scenario")
+                   "py_spy_seconds", "py_spy_native", "wait_quiet", "quiet", "scenario",
+                   "server_arg")
 T = TypeVar("T")
 
 
@@ -107,7 +108,7 @@ class Profiler:
 
 
 async def run_once(scenario: Scenario, params: Params, *, url: str | None,
-                   server_pid: int | None, sources: int,
+                   server_pid: int | None, sources: int, server_args: tuple[str, ...] = (),
                    label: str, quiet: bool, profile: Path | None,
                    profile_seconds: float, native: bool = False) -> dict[str, Any]:
     """One run of a scenario against a server of its own (or `url`)."""
@@ -118,7 +119,7 @@ async def run_once(scenario: Scenario, params: Params, *, url: str | None,
     profiler = Profiler(profile, profile_seconds, native) if profile is not None else None
     pending: list[asyncio.Task[None]] = []
     try:
-        async with server_under_test(url, pid=server_pid) as target:
+        async with server_under_test(url, pid=server_pid, args=server_args) as target:
             cpu = CpuWindow(target.pid)
 
             def window_opened(seconds: float) -> None:
@@ -163,7 +164,7 @@ async def run_scenario(scenario: Scenario, params: Params, *, url: str | None = 
                        quiet: bool = False,
                        profile: Path | None = None, profile_seconds: float = 15.0,
                        native: bool = False, wait_quiet: float = 0.0,
-                       command: str = "") -> dict[str, Any]:
+                       command: str = "", server_args: tuple[str, ...] = ()) -> dict[str, Any]:
     """Run a scenario `repeat` times; the result holds every run and the median of each
     headline figure."""
     machine = machine_info()
@@ -176,7 +177,7 @@ async def run_scenario(scenario: Scenario, params: Params, *, url: str | None = 
         busy_before = await wait_for_quiet(wait_quiet) if wait_quiet > 0 else None
         runs.append(await run_once(
             scenario, params, url=url, server_pid=server_pid, sources=sources, quiet=quiet,
-            profile=path,
+            profile=path, server_args=server_args,
             profile_seconds=profile_seconds, native=native,
             label=f"{scenario.name} {index + 1}/{repeat}"))
         runs[-1]["machine_busy_before_cores"] = busy_before
@@ -243,6 +244,9 @@ def _runner_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--server-pid", type=int,
                        help="with --url: the server's process id, for CPU figures and --py-spy")
     group.add_argument("--repeat", type=int, default=1, help="runs; the median is reported")
+    group.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                       help="an argument for the server we start, repeated for each: "
+                            "--server-arg=--bus-url --server-arg=redis://127.0.0.1:6379/0")
     group.add_argument("--smoke", action="store_true",
                        help="tiny: a few devices for about a second (CI keeps the harness working)")
     group.add_argument("--out", type=Path,
@@ -298,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scenario, params, url=args.url, server_pid=args.server_pid, repeat=args.repeat,
         sources=args.sources, quiet=args.quiet, profile=args.py_spy,
         profile_seconds=args.py_spy_seconds, native=args.py_spy_native,
-        wait_quiet=args.wait_quiet, command=command))
+        wait_quiet=args.wait_quiet, command=command, server_args=tuple(args.server_arg)))
     result["smoke"] = args.smoke
     out = args.out
     if out is None and not args.smoke:

@@ -106,14 +106,15 @@ class ManagedServer:
 
 @contextlib.asynccontextmanager
 async def server_under_test(url: str | None, mqtt_port: int | None = None,
-                            pid: int | None = None) -> AsyncIterator[Target]:
+                            pid: int | None = None,
+                            args: tuple[str, ...] = ()) -> AsyncIterator[Target]:
     """The server at `url` (its MQTT listener on `mqtt_port`, its process `pid` for CPU figures
-    and profiles), or one of our own started for the block and stopped after it."""
+    and profiles), or one of our own (with `args`) started for the block and stopped after it."""
     if url is not None:
         split_url(url)  # refuses anything but loopback
         yield Target(url.rstrip("/"), mqtt_port, pid)
         return
-    server = ManagedServer()
+    server = ManagedServer(args)
     target: Target | None = None
     try:
         await server.start()
