@@ -88,13 +88,6 @@ def _device_by_token(conn: sqlite3.Connection, token: str) -> Device | None:
     return _device(row) if row else None
 
 
-def _set_owner(conn: sqlite3.Connection, device_id: int, owner_id: int | None, now: int) -> None:
-    # A new owner (or none) ends the binding to the old owner's ESP-AI agent.
-    conn.execute("UPDATE devices SET agent_id = CASE WHEN owner_id = ? THEN agent_id END, "
-                 "owner_id = ?, updated_at = ? WHERE id = ?",
-                 (owner_id, owner_id, now, device_id))
-
-
 def _release_device(conn: sqlite3.Connection, device_id: int, owner_id: int, now: int) -> bool:
     # Only while `owner_id` owns it: a stale caller never undoes another account's bind. The
     # binding to the owner's ESP-AI agent ends with it.
@@ -378,9 +371,6 @@ class SqlStore(EspAiSqlite, FilesSqlite):
 
     async def device_by_token(self, token: str) -> Device | None:
         return await self._reader.call(_device_by_token, token)
-
-    async def set_owner(self, device_id: int, owner_id: int | None, now: int) -> None:
-        await self._writer.call(_set_owner, device_id, owner_id, now)
 
     async def release_device(self, device_id: int, owner_id: int, now: int) -> bool:
         return await self._writer.call(_release_device, device_id, owner_id, now)

@@ -40,6 +40,7 @@ from devicecloud.web.console.throttle import in_words
 from devicecloud.web.uploads import read_form
 
 HISTORY_PAGE_SIZE = 50
+FIELDS_PAGE_SIZE = 100  # rows of a device page's field table
 CHART_POINTS = 200
 HOME = "/console/devices"
 SECURITY_HEADERS = {
@@ -391,10 +392,26 @@ async def group(visit: Visit) -> Response:
         return visit.not_found()
     console = visit.console
     fields = await console.cloud.list_fields(device)
+    shown, page_number, pages = _fields_page(fields, visit.request.query_params.get("page", ""))
     base = console.settings.base_url(str(visit.request.base_url))
     return visit.render("group.html", device=device, status=await _status(console, device),
-                        rows=[row(field.record()) for field in fields],
+                        rows=[row(field.record()) for field in shown], total=len(fields),
+                        page=page_number, pages=pages,
                         bind_url=f"{base}/console/bind/{device.token}")
+
+
+def _page_number(number: str) -> int:
+    """A page number from the query (1 for anything else)."""
+    return int(number) if number.isascii() and number.isdigit() and (
+        0 < int(number) < 10**6) else 1
+
+
+def _fields_page(fields: list[Field], number: str) -> tuple[list[Field], int, int]:
+    """The fields on page `number` of the field table, that page's number and the page count."""
+    pages = max(1, math.ceil(len(fields) / FIELDS_PAGE_SIZE))
+    page_number = min(_page_number(number), pages)
+    start = (page_number - 1) * FIELDS_PAGE_SIZE
+    return fields[start:start + FIELDS_PAGE_SIZE], page_number, pages
 
 
 async def _write_field(visit: Visit, device: Device, adding: bool) -> Field:
@@ -455,9 +472,7 @@ async def history(visit: Visit) -> Response:
         field = await cloud.get_field(device, query.get("name", ""))
     except DeviceCloudError:
         return visit.not_found()
-    number = query.get("page", "1")
-    page_number = int(number) if number.isascii() and number.isdigit() and (
-        0 < int(number) < 10**6) else 1
+    page_number = _page_number(query.get("page", "1"))
     rows, total = await cloud.history(field, page_number, HISTORY_PAGE_SIZE)
     recent, _ = await cloud.history(field, 1, CHART_POINTS)
     return visit.render("history.html", device=device, field=field, rows=rows, total=total,
@@ -477,13 +492,14 @@ async def live(websocket: WebSocket) -> None:
         await websocket.close(code=4404)  # before accepting: the handshake is refused
         return
     token, cloud = device.token, console.cloud
+    page = websocket.query_params.get("page", "")
 
     async def status() -> dict[str, Any] | None:
         now = await _owned(console, account, token)
         return None if now is None else await _status(console, now)
 
-    async def snapshot() -> dict[str, Any]:
-        fields = await cloud.list_fields(device)
+    async def snapshot() -> dict[str, Any]:  # of the fields on the page's own page
+        fields, _, _ = _fields_page(await cloud.list_fields(device), page)
         return {"type": "snapshot", "records": [field.record() for field in fields],
                 "status": await status()}
 

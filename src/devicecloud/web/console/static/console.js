@@ -59,7 +59,8 @@
     const empty = document.getElementById("no-fields");
     const state = document.getElementById("live-state");
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    const address = scheme + location.host + "/console/live/" + encodeURIComponent(token);
+    const address = scheme + location.host + "/console/live/" + encodeURIComponent(token) +
+      location.search;  // ?page=N: the live table is that page's
     let delay = 1000;
     let released = false;
     let leaving = false;  // a form of this page was sent: its answer decides where to go
