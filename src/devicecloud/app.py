@@ -21,6 +21,7 @@ from devicecloud.bus.memory import MemoryBus
 from devicecloud.bus.redis import RedisBus
 from devicecloud.config import Settings, load_secret
 from devicecloud.core.accounts import Accounts
+from devicecloud.core.errors import DeviceCloudError
 from devicecloud.core.espai import EspAi
 from devicecloud.core.service import DeviceCloud
 from devicecloud.gateways.espai_ws import serve_espai_websocket
@@ -31,6 +32,7 @@ from devicecloud.gateways.mqtt_listener import MqttListener
 from devicecloud.gateways.partition import LiveMembers, Partition, StaticPartition
 from devicecloud.gateways.presence import LocalPresence, RedisPresence
 from devicecloud.gateways.resync import Resync
+from devicecloud.limits import limits_of
 from devicecloud.store import migrate
 from devicecloud.store.postgres import PostgresStore
 from devicecloud.store.sqlite import SqliteStore, SqlStore
@@ -38,6 +40,7 @@ from devicecloud.web import console, espai_http, ezdata_http, mqtt_auth_http, op
 from devicecloud.web.responses import ez_error, json_response
 
 log = logging.getLogger(__name__)
+RELEASE_SWEEP_SECONDS = 60.0
 SLOW_BUS_MS = 500  # a bus round trip slower than this makes /healthz say degraded
 
 def sqlite_path(database_url: str) -> Path:
@@ -76,6 +79,17 @@ def mqtt_partition(settings: Settings, presence: LocalPresence) -> Partition:
     if count == 1 and isinstance(presence, RedisPresence):
         return LiveMembers(presence.membership)
     return StaticPartition(index, count)
+
+
+async def sweep_releases(cloud: DeviceCloud) -> None:
+    """Carry out the releases owners left unanswered, once a minute (in every process: each
+    release happens once, whichever process gets to it)."""
+    while True:
+        await asyncio.sleep(RELEASE_SWEEP_SECONDS)
+        try:
+            await cloud.release_due()
+        except DeviceCloudError as problem:
+            log.warning("releases due: %s", problem)
 
 
 async def healthz(request: Request) -> Response:
@@ -146,18 +160,23 @@ def create_app(settings: Settings) -> Starlette:
                                     settings.reuse_port)
             await listener.start()
         app.state.settings, app.state.cloud, app.state.hub = settings, cloud, hub
+        app.state.limits = limits_of(settings.limit)
         app.state.accounts = accounts = Accounts(store)
         app.state.console = console.Console(settings, load_secret(settings.secret_path), cloud,
                                             accounts, presence, hub)
         app.state.mqtt = listener
         app.state.espai = EspAi(store, bus, cloud.blobs, cloud, presence,
                                  settings.espai_voice_server)
+        sweeper = asyncio.create_task(sweep_releases(cloud))
         try:
             yield
         finally:
+            sweeper.cancel()
+            await asyncio.wait([sweeper], timeout=1.0)
             if listener is not None:
                 await listener.stop()
             hub.close()
+            await app.state.console.close()
             await resync.close()
             await presence.close()
             if isinstance(bus, RedisBus):

@@ -150,9 +150,13 @@ def parser() -> argparse.ArgumentParser:
                                                    "more need PostgreSQL and Redis)")
     serve.add_argument("--bus-url", help="redis://host:port/0 to share events between processes")
     serve.add_argument("--public-url", help="base of the links handed out, e.g. https://x.org")
+    serve.add_argument("--trusted-proxies", help="comma-separated addresses of reverse proxies "
+                                                 "whose X-Forwarded-For is believed (default none)")
     serve.add_argument("--upload-limit", type=int, help="largest upload in bytes (default 10 MB)")
     serve.add_argument("--ws-frame-limit", type=int, help="largest WebSocket frame (default 64 KB)")
     serve.add_argument("--log-level", help="debug, info, warning or error (default info)")
+    serve.add_argument("--limit", action="append", metavar="NAME=RATE[:BURST]",
+                       help="a limit, e.g. ip.register=10/s:200 or ip.register=off (repeatable)")
     serve.set_defaults(func=_serve)
     return top
 

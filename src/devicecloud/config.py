@@ -6,9 +6,12 @@ import contextlib
 import os
 import secrets
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from devicecloud.limits import parse_limits
 
 
 class Settings(BaseSettings):
@@ -25,6 +28,9 @@ class Settings(BaseSettings):
     mqtt_partition: str = "0/1"
     data_dir: Path = Path("./devicecloud-data")
     public_url: str = ""
+    # Addresses of reverse proxies whose X-Forwarded-For / -Proto headers are believed
+    # (comma-separated); none by default, so a client cannot choose the address it is counted by.
+    trusted_proxies: str = ""
     database_url: str = ""
     bus_url: str = ""
     workers: int = 1
@@ -32,6 +38,8 @@ class Settings(BaseSettings):
     upload_limit: int = 10 * 1024 * 1024
     ws_frame_limit: int = 64 * 1024
     log_level: str = "info"
+    # Limits (`NAME=RATE[:BURST]`, comma-separated in the variable; see limits.py).
+    limit: Annotated[list[str], NoDecode] = []
     # ESP-AI: the voice server handed to agents that have none of their own, and the largest
     # firmware image an account may upload.
     espai_voice_server: str = ""
@@ -49,6 +57,20 @@ class Settings(BaseSettings):
         if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
             raise ValueError("mqtt_partition must be INDEX/COUNT, e.g. 0/2")
         return value
+
+    @field_validator("limit", mode="before")
+    @classmethod
+    def _limits(cls, value: object) -> object:
+        if isinstance(value, str):  # DEVICECLOUD_LIMIT="ip.register=5/s,..."
+            value = [part for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            parse_limits(value)  # refuses a bad one with its reason
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        return ",".join(part.strip() for part in value.split(",") if part.strip())
 
     @property
     def partition(self) -> tuple[int, int]:

@@ -357,9 +357,13 @@ async def test_release_from_the_console_and_by_release_user(
 
     await tab.bind_by_token(token)
     await tab.open_group(token)
+    # A release by the device's token waits for the owner, who sees it on the device's page.
     released = httpx.post(f"{console_server.url}/api/v2/device/releaseUser/{token}", json={})
     assert released.json()["code"] == 200
-    await tab.page.wait_for_url("**/console/devices", timeout=2000)  # the page follows
+    assert "owner confirms" in released.json()["data"]
+    await tab.open_group(token)
+    await tab.page.click("#release-request button.danger")
+    await tab.page.wait_for_url("**/console/devices", timeout=2000)
     assert token not in await tab.page.content()
     await tab.close()
 

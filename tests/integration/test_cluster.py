@@ -279,7 +279,8 @@ async def test_every_push_crosses_while_the_writing_process_is_loaded(trio: Clus
 # Redis restarting, frozen, or gone ------------------------------------------------------------
 
 def _status(server: Server, token: str) -> dict[str, Any]:
-    doc: dict[str, Any] = httpx.get(f"{server.url}/api/v1/devices/{token}/status", timeout=10).json()
+    url = f"{server.url}/api/v1/devices/{token}/status"
+    doc: dict[str, Any] = httpx.get(url, timeout=10).json()
     return dict(doc["data"])
 
 

@@ -218,5 +218,5 @@ def test_upload_without_name_or_over_the_limit(server: Server) -> None:
 def test_release_user(server: Server) -> None:
     token = server.register()
     doc = post_json(server, f"/api/v2/device/releaseUser/{token}", {})
-    assert doc == {"code": 200, "msg": "OK", "data": None}
+    assert doc == {"code": 200, "msg": "OK", "data": None}  # not bound: nothing to wait for
     assert post_json(server, f"/api/v2/device/releaseUser/{'2' * 32}", {})["code"] == 500

@@ -32,3 +32,12 @@ class Unavailable(DeviceCloudError):
 
 class StorageFull(DeviceCloudError):
     """The disk that keeps files is full: nothing was stored; trying again later may succeed."""
+
+
+class TooMany(DeviceCloudError):
+    """A limit on how often something may be done was reached; `retry_after` seconds from now it
+    may be done again."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

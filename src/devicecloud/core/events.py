@@ -50,6 +50,14 @@ class DeviceReleased:
 
 
 @dataclass(slots=True, frozen=True)
+class ReleaseRequested:
+    """The device's token asked to release it from its owner, who confirms or refuses."""
+
+    device_token: str
+    owner_id: int
+
+
+@dataclass(slots=True, frozen=True)
 class DeviceUpdated:
     """A device's record changed in a way its live connections must follow: the largest
     message it accepts from us."""
@@ -86,5 +94,5 @@ class EspAiMessage:
     message: dict[str, Any]
 
 
-Event = (FieldChanged | DeviceBound | DeviceReleased | DeviceUpdated | ConnectionClaimed |
-         PresenceChanged | EspAiMessage)
+Event = (FieldChanged | DeviceBound | DeviceReleased | ReleaseRequested | DeviceUpdated |
+         ConnectionClaimed | PresenceChanged | EspAiMessage)

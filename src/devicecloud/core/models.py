@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +19,8 @@ SMALLEST_INT = -(2**63)
 LARGEST_INT = 2**64 - 1
 """JSON integers are kept exactly from `SMALLEST_INT` to `LARGEST_INT` (what the encoder can
 write); beyond that a number is refused, never turned into an approximate float."""
-_NINETEEN_DIGITS = re.compile(rb"[0-9]{19}")
-_NINETEEN_DIGITS_TEXT = re.compile(r"[0-9]{19}")
+_DIGITS_AS_NINES = bytes.maketrans(b"012345678", b"999999999")
+_NINETEEN_DIGITS = b"9" * 19  # the shortest integer that may not fit in 64 bits has 19 digits
 
 DATA_TYPES = frozenset({"number", "string", "dict", "array", "file"})
 _NUMBERS = (bool, int, float)
@@ -40,6 +39,7 @@ class Device:
     last_seen_at: int | None = None
     owner_id: int | None = None
     downlink_limit: int | None = None
+    release_requested_at: int | None = None  # a release asked for by token, awaiting the owner
 
 
 @dataclass(slots=True)
@@ -102,28 +102,37 @@ def data_type_of(value: Any, declared: object = None) -> str:
     return "string"
 
 
-def check_json(value: Any, what: str = "value", limit: int = MAX_DEPTH) -> Any:
-    """`value` if devicecloud can keep and send it again: containers nested at most `limit` deep
-    and integers within 64 bits; else InvalidRequest naming `what`."""
-    if not isinstance(value, dict | list):
-        _check_int(value, what)
-        return value
-    stack: list[tuple[Any, int]] = [(value, 1)]
+def encode_value(value: Any, what: str = "value", limit: int = MAX_DEPTH) -> bytes:
+    """The JSON encoding of a value devicecloud can keep and send again: nested at most `limit`
+    deep, integers within 64 bits; else InvalidRequest naming `what`."""
+    try:
+        encoded = orjson.dumps(value)
+    except orjson.JSONEncodeError as problem:  # beyond 64 bits, nested past 255, not JSON
+        if "Integer" in str(problem):
+            raise _beyond_64_bits(what) from None
+        if "Recursion" in str(problem):
+            raise InvalidRequest(f"{what} nested deeper than {limit} levels") from None
+        raise InvalidRequest(f"{what} is not JSON: {problem}") from None
+    _check_depth(value, encoded, what, limit)
+    return encoded
+
+
+def _check_depth(doc: Any, encoded: bytes | str, what: str, limit: int) -> None:
+    """InvalidRequest if `doc` nests deeper than `limit`; its JSON text counts the brackets that
+    bound the depth, so only a document with more than `limit` of them is walked."""
+    if isinstance(encoded, str):
+        brackets = encoded.count("[") + encoded.count("{")
+    else:
+        brackets = encoded.count(b"[") + encoded.count(b"{")
+    if brackets <= limit:
+        return
+    stack: list[tuple[Any, int]] = [(doc, 1)]
     while stack:
         item, depth = stack.pop()
         if depth > limit:
             raise InvalidRequest(f"{what} nested deeper than {limit} levels")
-        for child in item.values() if isinstance(item, dict) else item:
-            if isinstance(child, dict | list):
-                stack.append((child, depth + 1))
-            else:
-                _check_int(child, what)
-    return value
-
-
-def _check_int(value: Any, what: str) -> None:
-    if type(value) is int and not SMALLEST_INT <= value <= LARGEST_INT:
-        raise _beyond_64_bits(what)
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
 
 def _beyond_64_bits(what: str) -> InvalidRequest:
@@ -133,7 +142,8 @@ def _beyond_64_bits(what: str) -> InvalidRequest:
 
 def _exact_int(text: str) -> int:
     number = int(text)
-    _check_int(number, "JSON")
+    if not SMALLEST_INT <= number <= LARGEST_INT:
+        raise ValueError(text)
     return number
 
 
@@ -142,10 +152,10 @@ def loads(data: bytes | str) -> Any:
     nests deeper than `MAX_DOCUMENT_DEPTH` or holds an integer beyond 64 bits (which orjson would
     silently turn into a float)."""
     doc = orjson.loads(data)
-    check_json(doc, "JSON", MAX_DOCUMENT_DEPTH)
-    long = (_NINETEEN_DIGITS_TEXT.search(data) if isinstance(data, str)
-            else _NINETEEN_DIGITS.search(data))
-    if long:  # rare: only then read the numbers again, exactly
+    if isinstance(doc, dict | list):
+        _check_depth(doc, data, "JSON", MAX_DOCUMENT_DEPTH)
+    raw = data.encode() if isinstance(data, str) else data
+    if _NINETEEN_DIGITS in raw.translate(_DIGITS_AS_NINES):  # rare: read the numbers exactly
         try:
             json.loads(data, parse_int=_exact_int)
         except ValueError:  # also more digits than Python converts
@@ -173,3 +183,4 @@ class Account:
     phone: str
     open_api_key: str
     created_at: int
+    session_epoch: str = ""  # console sessions made under another epoch are over

@@ -27,6 +27,19 @@ class Store(Protocol):
         (nothing changed) if another account or none does."""
         ...
 
+    async def request_release(self, device_id: int, owner_id: int, now: int) -> bool:
+        """Note that the device asked to leave `owner_id` at `now` (an earlier request keeps its
+        time); False if that account does not own it or refused such requests until later."""
+        ...
+
+    async def refuse_release(self, device_id: int, owner_id: int, until: int) -> bool:
+        """The owner keeps the device: forget its request, and refuse new ones until `until`."""
+        ...
+
+    async def release_due(self, asked_before: int, now: int) -> list[str]:
+        """Release every device whose request is older than `asked_before`; their tokens."""
+        ...
+
     async def bind_device(self, device_id: int, owner_id: int, now: int) -> bool:
         """Make `owner_id` the device's owner unless another account owns it; True if it does."""
         ...

@@ -25,6 +25,7 @@ from devicecloud.core.events import (
     DeviceReleased,
     DeviceUpdated,
     FieldChanged,
+    ReleaseRequested,
 )
 from devicecloud.core.ids import is_token, new_token, normalise_mac, now_ms
 from devicecloud.core.models import (
@@ -33,11 +34,16 @@ from devicecloud.core.models import (
     Field,
     HistoryEntry,
     StoredFile,
-    check_json,
     data_type_of,
+    encode_value,
 )
 from devicecloud.core.ports import Blobs, Bus, Spool, Store
 
+RELEASE_AFTER_MS = 24 * 3600 * 1000
+"""A release asked for by a bound device's token takes effect this long after the request unless
+the owner confirms it sooner or refuses it."""
+REFUSAL_MS = 30 * 24 * 3600 * 1000
+"""After the owner refuses a release, further requests by token are refused this long."""
 MAX_NAME_LENGTH = 128
 MAX_VALUE_BYTES = 60 * 1024
 MAX_HISTORY_PAGE = 1_000_000
@@ -57,8 +63,8 @@ def check_name(name: object) -> str:
 
 def check_value(value: Any) -> Any:
     """A field value: a JSON value nested at most `MAX_DEPTH` deep, its integers within 64 bits
-    (`check_json`), whose encoding fits in 60 KB."""
-    if len(orjson.dumps(check_json(value))) > MAX_VALUE_BYTES:
+    (`encode_value`), whose encoding fits in 60 KB."""
+    if len(encode_value(value)) > MAX_VALUE_BYTES:
         raise TooLarge(f"value larger than {MAX_VALUE_BYTES} bytes")
     return value
 
@@ -141,7 +147,10 @@ class DeviceCloud:
 
     async def bind(self, device: Device, account: Account) -> None:
         """Bind the device to `account` (again is fine); a device bound elsewhere is Conflict.
-        The device is told with push 106."""
+        The device is told with push 106. Releases due are carried out first, so a device whose
+        owner left its release request unanswered can be bound at once."""
+        if device.owner_id not in (None, account.id) and device.release_requested_at:
+            await self.release_due()
         if not await self.store.bind_device(device.id, account.id, now_ms()):
             raise Conflict("this device is bound to another account; release it there first")
         device.owner_id = account.id
@@ -160,8 +169,8 @@ class DeviceCloud:
             self.bus.publish(DeviceUpdated(device.token, limit))
 
     async def issue_pair_code(self, device: Device) -> str:
-        """A fresh 6-digit pairing code for the device (EzData 112), valid once for 10 minutes;
-        it replaces the device's earlier code."""
+        """A fresh pairing code for the device (EzData 112), like `K7QM-4XPA`, valid once for 10
+        minutes; it replaces the device's earlier code."""
         return await pairing.issue(self.store, device, now_ms())
 
     async def bind_by_pair_code(self, code: object, account: Account) -> Device:
@@ -169,6 +178,33 @@ class DeviceCloud:
         device = await self.authenticate(await pairing.redeem(self.store, code, now_ms()))
         await self.bind(device, account)
         return device
+
+    async def request_release(self, device: Device) -> str:
+        """A release asked for by the device's token (`releaseUser`). Knowing a token is not owning
+        the device, so a bound device is released only when its owner confirms in the console, or
+        `RELEASE_AFTER_MS` after the request if the owner neither confirms nor refuses. Returns
+        "released" (it was not bound), "requested", or "refused" (the owner refused such
+        requests; they are not renewed before `REFUSAL_MS` has passed)."""
+        owner = device.owner_id
+        if owner is None:
+            return "released"
+        if not await self.store.request_release(device.id, owner, now_ms()):
+            fresh = await self.store.device_by_token(device.token)
+            return "released" if fresh is None or fresh.owner_id is None else "refused"
+        self.bus.publish(ReleaseRequested(device.token, owner))
+        return "requested"
+
+    async def refuse_release(self, device: Device, owner_id: int) -> bool:
+        """The owner keeps the device; further requests are refused for `REFUSAL_MS`."""
+        return await self.store.refuse_release(device.id, owner_id, now_ms() + REFUSAL_MS)
+
+    async def release_due(self) -> list[str]:
+        """Carry out the releases their owners left unanswered for `RELEASE_AFTER_MS`."""
+        now = now_ms()
+        tokens = await self.store.release_due(now - RELEASE_AFTER_MS, now)
+        for token in tokens:
+            self.bus.publish(DeviceReleased(token))
+        return tokens
 
     async def release_owner(self, device: Device, owner_id: int | None = None) -> bool:
         """Remove the device's binding to `owner_id` (by default the owner it has now); its data

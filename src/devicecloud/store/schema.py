@@ -41,6 +41,9 @@ devices = Table(
     Column("sort", Integer),
     Column("battery", Integer),
     Column("firmware_addr", String(64), index=True),  # migration 0005
+    # A release asked for by the device's token, waiting for the owner (migration 0006).
+    Column("release_requested_at", BigInteger, index=True),
+    Column("release_refused_until", BigInteger),
 )
 
 fields = Table(
@@ -88,6 +91,7 @@ accounts = Table(
     Column("open_api_key", String(32), nullable=False, unique=True),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    Column("session_epoch", String(32), nullable=False, server_default=""),  # migration 0007
     Column("mask_wifi_pwd", Integer, nullable=False, server_default="0"),
 )
 

@@ -29,7 +29,7 @@ from devicecloud.store.sqlite_files import FilesSqlite
 _FIELD_COLUMNS = "id, data_token, device_id, name, value, data_type, permissions, created_at, " \
                  "updated_at"
 _DEVICE_COLUMNS = ("id, mac, token, device_type, created_at, updated_at, last_seen_at, owner_id, "
-                   "downlink_limit")
+                   "downlink_limit, release_requested_at")
 FIELDS_PER_DEVICE = 1_000
 """The most fields one device may hold: adding one more is refused (`Conflict`), so that no device
 makes its pages, lists and pushes unboundedly large."""
@@ -53,6 +53,7 @@ def connect_reader(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                            cached_statements=256)
     conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute("PRAGMA journal_mode=WAL")  # whichever connection comes first sets it
     conn.execute("PRAGMA query_only=ON")
     return conn
 
@@ -91,15 +92,44 @@ def _device_by_token(conn: sqlite3.Connection, token: str) -> Device | None:
 def _release_device(conn: sqlite3.Connection, device_id: int, owner_id: int, now: int) -> bool:
     # Only while `owner_id` owns it: a stale caller never undoes another account's bind. The
     # binding to the owner's ESP-AI agent ends with it.
-    cursor = conn.execute("UPDATE devices SET owner_id = NULL, agent_id = NULL, updated_at = ? "
+    cursor = conn.execute("UPDATE devices SET owner_id = NULL, agent_id = NULL, updated_at = ?, "
+                          "release_requested_at = NULL, release_refused_until = NULL "
                           "WHERE id = ? AND owner_id = ?", (now, device_id, owner_id))
     return cursor.rowcount == 1
 
 
+def _request_release(conn: sqlite3.Connection, device_id: int, owner_id: int, now: int) -> bool:
+    # An earlier request keeps its time; one the owner refused is not renewed before the end of
+    # the refusal.
+    cursor = conn.execute("UPDATE devices SET release_requested_at = "
+                          "COALESCE(release_requested_at, ?) WHERE id = ? AND owner_id = ? AND "
+                          "(release_refused_until IS NULL OR release_refused_until <= ?)",
+                          (now, device_id, owner_id, now))
+    return cursor.rowcount == 1
+
+
+def _refuse_release(conn: sqlite3.Connection, device_id: int, owner_id: int,
+                    until: int) -> bool:
+    cursor = conn.execute("UPDATE devices SET release_requested_at = NULL, "
+                          "release_refused_until = ? WHERE id = ? AND owner_id = ?",
+                          (until, device_id, owner_id))
+    return cursor.rowcount == 1
+
+
+def _release_due(conn: sqlite3.Connection, asked_before: int, now: int) -> list[str]:
+    # Each row is released once, whichever process sweeps first.
+    rows = conn.execute("UPDATE devices SET owner_id = NULL, agent_id = NULL, updated_at = ?, "
+                        "release_requested_at = NULL WHERE release_requested_at <= ? "
+                        "RETURNING token", (now, asked_before)).fetchall()
+    return [row[0] for row in rows]
+
+
 def _bind_device(conn: sqlite3.Connection, device_id: int, owner_id: int, now: int) -> bool:
-    cursor = conn.execute("UPDATE devices SET owner_id = ?, updated_at = ? WHERE id = ? AND "
-                          "(owner_id IS NULL OR owner_id = ?)",
-                          (owner_id, now, device_id, owner_id))
+    cursor = conn.execute("UPDATE devices SET owner_id = ?, updated_at = ?, "
+                          "release_requested_at = NULL, release_refused_until = CASE WHEN "
+                          "owner_id = ? THEN release_refused_until END "
+                          "WHERE id = ? AND (owner_id IS NULL OR owner_id = ?)",
+                          (owner_id, now, owner_id, device_id, owner_id))
     return cursor.rowcount == 1
 
 
@@ -109,8 +139,9 @@ def _devices_of(conn: sqlite3.Connection, owner_id: int) -> list[Device]:
     return [_device(row) for row in rows]
 
 
-_ACCOUNT_COLUMNS = "id, email, display_name, phone, open_api_key, created_at"
-_ACCOUNT_CHANGES = frozenset({"display_name", "phone", "open_api_key", "password_hash"})
+_ACCOUNT_COLUMNS = "id, email, display_name, phone, open_api_key, created_at, session_epoch"
+_ACCOUNT_CHANGES = frozenset({"display_name", "phone", "open_api_key", "password_hash",
+                              "session_epoch"})
 
 
 def _create_account(conn: sqlite3.Connection, email: str, password_hash: str, display_name: str,
@@ -371,6 +402,15 @@ class SqlStore(EspAiSqlite, FilesSqlite):
 
     async def device_by_token(self, token: str) -> Device | None:
         return await self._reader.call(_device_by_token, token)
+
+    async def request_release(self, device_id: int, owner_id: int, now: int) -> bool:
+        return await self._writer.call(_request_release, device_id, owner_id, now)
+
+    async def refuse_release(self, device_id: int, owner_id: int, until: int) -> bool:
+        return await self._writer.call(_refuse_release, device_id, owner_id, until)
+
+    async def release_due(self, asked_before: int, now: int) -> list[str]:
+        return await self._writer.call(_release_due, asked_before, now)
 
     async def release_device(self, device_id: int, owner_id: int, now: int) -> bool:
         return await self._writer.call(_release_device, device_id, owner_id, now)

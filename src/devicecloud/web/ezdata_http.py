@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,10 +16,12 @@ from starlette.routing import BaseRoute, Route
 
 from devicecloud.config import Settings
 from devicecloud.core.errors import (
+    Conflict,
     DeviceCloudError,
     InvalidRequest,
     NotFound,
     TooLarge,
+    TooMany,
     Unavailable,
 )
 from devicecloud.core.models import Device, Field, HistoryEntry, StoredFile, loads
@@ -28,6 +31,7 @@ from devicecloud.core.service import (
     DeviceCloud,
     check_page,
 )
+from devicecloud.limits import Limit
 from devicecloud.web.responses import ez_error, ez_ok
 from devicecloud.web.uploads import read_body, stream_upload
 
@@ -55,6 +59,8 @@ def ezdata(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             return ez_ok(await handler(request))
         except TooLarge as problem:
             return ez_error(str(problem), 413)
+        except TooMany as problem:
+            return ez_error(str(problem), 429, {"Retry-After": str(problem.retry_after)})
         except Unavailable as problem:
             return ez_error(str(problem), 503)
         except DeviceCloudError as problem:
@@ -134,6 +140,10 @@ async def _store_upload(request: Request, device: Device | None) -> dict[str, An
 
 @ezdata
 async def register_mac(request: Request) -> str:
+    limit: Limit = request.app.state.limits["ip.register"]
+    wait = limit.wait(request.client.host if request.client else "")
+    if wait:
+        raise TooMany(limit.refusal(wait), math.ceil(wait))
     body = await _json_object(request)
     device = await _cloud(request).register_mac(body.get("mac"), body.get("deviceType"))
     return device.token
@@ -145,8 +155,16 @@ async def upload_device_file(request: Request) -> dict[str, Any]:
 
 
 @ezdata
-async def release_user(request: Request) -> None:
-    await _cloud(request).release_owner(await _device(request))
+async def release_user(request: Request) -> str | None:
+    """A device asks to leave its owner: done at once if it has none, else when the owner
+    confirms (see `DeviceCloud.request_release`)."""
+    outcome = await _cloud(request).request_release(await _device(request))
+    if outcome == "refused":
+        raise Conflict("the owner keeps this device; ask them to release it in the console")
+    if outcome == "requested":
+        return ("release requested: the owner confirms it in the console, or it takes effect "
+                "in 24 hours")
+    return None
 
 
 # The REST API, by device token ------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from devicecloud.core.errors import (
 )
 from devicecloud.core.ids import is_token, now_ms
 from devicecloud.core.models import Account, Device, Field
+from devicecloud.core.pairing import normalise_pair_code
 from devicecloud.web.console import csrf
 from devicecloud.web.console.chart import numeric_chart
 from devicecloud.web.console.forms import parse_value
@@ -35,8 +37,16 @@ from devicecloud.web.console.live import serve_live
 from devicecloud.web.console.qr import qr_png
 from devicecloud.web.console.rendering import STATIC, row
 from devicecloud.web.console.sessions import Session
-from devicecloud.web.console.state import Console
-from devicecloud.web.console.throttle import in_words
+from devicecloud.web.console.state import (
+    LOGINS_PER_ADDRESS,
+    LOGINS_PER_EMAIL,
+    LOGINS_PER_EMAIL_AND_ADDRESS,
+    PAIRINGS_EVERYWHERE,
+    PAIRINGS_PER_ACCOUNT,
+    PAIRINGS_PER_ADDRESS,
+    Console,
+)
+from devicecloud.web.console.throttle import Check, in_words
 from devicecloud.web.uploads import read_form
 
 HISTORY_PAGE_SIZE = 50
@@ -72,7 +82,19 @@ def _safe_next(raw: str) -> str:
 
 
 def _client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """Who is asking, as the throttles count: the peer's address (a configured proxy's
+    X-Forwarded-For is already applied by the server), an IPv6 address by its /64 network,
+    which one subscriber usually has whole."""
+    host = request.client.host if request.client else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def _secure(console: Console, request: Request | WebSocket) -> bool:
@@ -177,7 +199,7 @@ def page(login: bool = True) -> Callable[[Page], Callable[[Request], Awaitable[R
             session = console.cookies.load(request.cookies) or Session()
             account = None
             if session.account_id is not None:
-                account = await console.accounts.by_id(session.account_id)
+                account = await console.accounts.for_session(session.account_id, session.epoch)
                 if account is None:
                     session.log_out()
             visit = Visit(request, console, session, account)
@@ -243,8 +265,34 @@ async def signup(visit: Visit) -> Response:
     except DeviceCloudError as problem:
         status = 409 if isinstance(problem, Conflict) else 400
         return visit.render("signup.html", status, error=_sentence(str(problem)), **values)
-    visit.session.log_in(account.id)
+    visit.session.log_in(account.id, account.session_epoch)
     return visit.go(next_url, f"Welcome, {account.display_name or account.email}.")
+
+
+async def _password_is_right(visit: Visit, email: str, password: str,
+                             by_email: bool = True) -> Account | int:
+    """The account if `password` is that of `email`, else the seconds to wait before trying
+    again (0: just wrong). Failures count per email and address, per address and, unless this
+    browser logged in to `email` before or `by_email` is off, per email."""
+    console, address = visit.console, _client_address(visit.request)
+    pair: Check = (LOGINS_PER_EMAIL_AND_ADDRESS, f"{email} {address}")
+    checks = [pair, (LOGINS_PER_ADDRESS, address)]
+    if by_email and not console.cookies.knows(visit.request.cookies, email):
+        checks.append((LOGINS_PER_EMAIL, email))
+    attempt = await console.throttle.attempt(*checks)
+    if attempt.wait:
+        return attempt.wait
+    try:
+        account = await console.accounts.authenticate(email, password)
+    except Unauthorized:
+        return 0
+    await attempt.forgive()
+    await attempt.clear(pair)
+    return account
+
+
+def _too_many_logins(wait: int) -> str:
+    return f"Too many failed log-ins. Try again in {in_words(wait)}."
 
 
 @page(login=False)
@@ -256,28 +304,48 @@ async def login(visit: Visit) -> Response:
         if visit.account:
             return visit.go(next_url)
         return visit.render("login.html", next=next_url, email="", error="")
-    address = _client_address(request)
-    wait = max(console.logins_by_email.wait_seconds(email),
-               console.logins_by_address.wait_seconds(address))
-    if wait:
-        return visit.render("login.html", 429, next=next_url, email=email,
-                            error=f"Too many failed log-ins. Try again in {in_words(wait)}.")
-    try:
-        account = await console.accounts.authenticate(email, visit.text("password"))
-    except Unauthorized:
-        console.logins_by_email.record(email)
-        console.logins_by_address.record(address)
-        return visit.render("login.html", 401, next=next_url, email=email,
-                            error="Wrong email or password.")
-    console.logins_by_email.clear(email)
-    visit.session.log_in(account.id)
-    return visit.go(next_url)
+    found = await _password_is_right(visit, email, visit.text("password"))
+    if not isinstance(found, Account):
+        return visit.render("login.html", 429 if found else 401, next=next_url, email=email,
+                            error=_too_many_logins(found) if found else "Wrong email or password.")
+    visit.session.log_in(found.id, found.session_epoch)
+    response = visit.go(next_url)
+    console.cookies.remember(response, email, _secure(console, request))
+    return response
 
 
 @page(login=False)
 async def logout(visit: Visit) -> Response:
     visit.session.log_out()
     return visit.go("/console/login", "You are logged out.")
+
+
+@page()
+async def logout_everywhere(visit: Visit) -> Response:
+    """End every session of the account, on every browser and process, this one included."""
+    await visit.console.accounts.end_sessions(visit.me)
+    visit.session.log_out()
+    return visit.go("/console/login", "You are logged out everywhere.")
+
+
+@page()
+async def change_password(visit: Visit) -> Response:
+    """A new password, given the current one; every other session of the account ends."""
+    here, accounts = "/console/account", visit.console.accounts
+    new = visit.text("new_password")
+    if new != visit.text("new_password_again"):
+        return visit.go(here, "The two new passwords differ.", error=True)
+    found = await _password_is_right(visit, visit.me.email, visit.text("password"),
+                                     by_email=False)  # the session shows whose browser it is
+    if not isinstance(found, Account):
+        return visit.go(here, _too_many_logins(found) if found else
+                        "The current password is wrong.", error=True)
+    try:
+        account = await accounts.change_password(found, new)
+    except InvalidRequest as problem:
+        return visit.go(here, _sentence(str(problem)), error=True)
+    visit.session.log_in(account.id, account.session_epoch)
+    return visit.go(here, "Password changed; every other session is logged out.")
 
 
 @page()
@@ -325,19 +393,27 @@ async def add_by_token(visit: Visit) -> Response:
 
 @page()
 async def add_by_pair_code(visit: Visit) -> Response:
+    """Bind the device showing this code. Wrong codes count per account, per address and across
+    the service (docs/console.md: the odds of guessing one)."""
     console = visit.console
-    key = f"account:{visit.me.id}"
-    wait = console.pairings.wait_seconds(key)
-    if wait:
-        return visit.go(HOME, f"Too many wrong pairing codes. Try again in {in_words(wait)}.",
-                        error=True)
     try:
-        device = await console.cloud.bind_by_pair_code(visit.text("code"), visit.me)
+        code = normalise_pair_code(visit.text("code"))
+    except InvalidRequest as problem:
+        return visit.go(HOME, _sentence(str(problem)), error=True)
+    attempt = await console.throttle.attempt(
+        (PAIRINGS_PER_ACCOUNT, str(visit.me.id)),
+        (PAIRINGS_PER_ADDRESS, _client_address(visit.request)), (PAIRINGS_EVERYWHERE, "all"))
+    if attempt.wait:
+        return visit.go(HOME, "Too many wrong pairing codes. Try again in "
+                              f"{in_words(attempt.wait)}.", error=True)
+    try:
+        device = await console.cloud.bind_by_pair_code(code, visit.me)
     except NotFound as problem:
-        console.pairings.record(key)
-        return visit.go(HOME, _sentence(str(problem)), error=True)
+        return visit.go(HOME, _sentence(str(problem)), error=True)  # stays counted
     except DeviceCloudError as problem:
+        await attempt.forgive()
         return visit.go(HOME, _sentence(str(problem)), error=True)
+    await attempt.forgive()
     return visit.go(_group_url(device), "Device paired and bound to your account.")
 
 
@@ -381,6 +457,16 @@ async def release(visit: Visit) -> Response:
     if not await visit.console.cloud.release_owner(device, visit.me.id):
         return visit.not_found()
     return visit.go(HOME, "Device released; its data stays with the device.")
+
+
+@page()
+async def keep(visit: Visit) -> Response:
+    """The owner refuses a release asked for by the device's token."""
+    device = await visit.owned()
+    if device is None or not await visit.console.cloud.refuse_release(device, visit.me.id):
+        return visit.not_found()
+    return visit.go(_group_url(device), "The device stays yours; release requests by its token "
+                    "are refused for 30 days.")
 
 
 # A group: the device's fields ---------------------------------------------------------------------
@@ -486,7 +572,7 @@ async def live(websocket: WebSocket) -> None:
     session = console.cookies.load(websocket.cookies)
     account = None
     if session is not None and session.account_id is not None:
-        account = await console.accounts.by_id(session.account_id)
+        account = await console.accounts.for_session(session.account_id, session.epoch)
     device = await _owned(console, account, websocket.path_params["token"])
     if account is None or device is None or not _same_origin(console, websocket.headers):
         await websocket.close(code=4404)  # before accepting: the handshake is refused
@@ -518,6 +604,8 @@ def routes() -> list[BaseRoute]:
         Route("/console/logout", logout, methods=["POST"]),
         Route("/console/account", account_page, methods=any_method),
         Route("/console/account/api-key", new_api_key, methods=["POST"]),
+        Route("/console/account/password", change_password, methods=["POST"]),
+        Route("/console/account/logout-everywhere", logout_everywhere, methods=["POST"]),
         Route("/console/devices", devices, methods=["GET"]),
         Route("/console/devices/add", add_by_token, methods=["POST"]),
         Route("/console/devices/pair", add_by_pair_code, methods=["POST"]),
@@ -527,6 +615,7 @@ def routes() -> list[BaseRoute]:
         Route("/console/devices/{token}/fields/delete", delete_field, methods=["POST"]),
         Route("/console/devices/{token}/history", history, methods=["GET"]),
         Route("/console/devices/{token}/release", release, methods=["POST"]),
+        Route("/console/devices/{token}/keep", keep, methods=["POST"]),
         Route("/console/bind/{token}", bind_link, methods=any_method),
         Route("/console/bind/{token}/qr.png", bind_qr, methods=["GET"]),
         WebSocketRoute("/console/live/{token}", live),
