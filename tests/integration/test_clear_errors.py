@@ -5,6 +5,7 @@ methods; and the OpenAPI document says what the server does."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +17,7 @@ from conftest import Server, random_mac
 from console_client import ConsoleUser
 from espai_support import Tenant, add_device, api, new_tenant
 from mqtt_clients import RawMqtt
+from websockets.asyncio.client import connect
 
 from devicecloud.core.models import LARGEST_INT, MAX_DEPTH, SMALLEST_INT
 
@@ -70,14 +72,29 @@ def test_rest_add_refuses_values_nested_too_deep_and_stores_nothing(quiet: Serve
     assert names(quiet, token) == []
 
 
-def test_a_value_at_the_depth_limit_reads_back_everywhere(quiet: Server) -> None:
+async def test_a_value_at_the_depth_limit_reads_back_everywhere(quiet: Server) -> None:
     token = quiet.register()
     deepest = json.loads(nested(MAX_DEPTH))
-    assert add(quiet, token, nested(MAX_DEPTH))["data"]["value"] == deepest
+    user = ConsoleUser.sign_up(quiet)
+    assert user.bind(token).status_code == 303
+    feed_url = f"ws://127.0.0.1:{quiet.http_port}/console/live/{token}"
+    device = await WsDevice.connect(quiet.ws_url, token)
+    async with connect(feed_url, additional_headers={"Cookie": user.cookie_header()},
+                       origin=quiet.url) as feed:
+        assert json.loads(await asyncio.wait_for(feed.recv(), 2))["type"] == "snapshot"
+        assert add(quiet, token, nested(MAX_DEPTH))["data"]["value"] == deepest
+        assert (await device.recv_json())["body"]["value"] == deepest  # the device's push
+        while (change := json.loads(await asyncio.wait_for(feed.recv(), 2)))["type"] != "field":
+            pass
+        assert change["record"]["value"] == deepest
+    assert (await device.request(103))["body"][0]["value"] == deepest
+    await device.close()
     api_url = f"{quiet.url}/api/v2/{token}"
     assert httpx.get(f"{api_url}/list").json()["data"]["rows"][0]["value"] == deepest
     assert httpx.get(f"{api_url}/historyByKey/v").json()["data"]["rows"][0]["value"] == deepest
     assert httpx.get(f"{api_url}/dataByKey/v").json()["data"]["value"] == deepest
+    assert user.get(f"/console/devices/{token}").status_code == 200
+    assert user.get(f"/console/devices/{token}/history", params={"name": "v"}).status_code == 200
 
 
 @pytest.mark.parametrize("number", [LARGEST_INT + 1, SMALLEST_INT - 1, 10**29, -(10**40)])

@@ -22,7 +22,7 @@ from devicecloud.core.models import (
     MAX_DOCUMENT_DEPTH,
     SMALLEST_INT,
     Field,
-    check_json,
+    encode_value,
     loads,
 )
 from devicecloud.core.service import check_page, check_value
@@ -231,6 +231,9 @@ def test_espai_record_with_any_phone(phone: str) -> None:
 
 def test_the_depth_limit_is_what_the_replies_need() -> None:
     at_limit = json.loads("[" * MAX_DEPTH + "]" * MAX_DEPTH)
-    replies_encode(check_json(at_limit))
+    replies_encode(at_limit)
+    assert encode_value(at_limit) == orjson.dumps(at_limit)
     with pytest.raises(InvalidRequest, match="nested deeper than 32"):
-        check_json([at_limit])
+        encode_value([at_limit])
+    with pytest.raises(InvalidRequest, match="integer beyond 64 bits"):
+        encode_value({"a": [LARGEST_INT + 1]})

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from devicecloud.core.errors import InvalidRequest
-from devicecloud.core.models import LARGEST_INT, SMALLEST_INT, check_json, loads
+from devicecloud.core.models import LARGEST_INT, SMALLEST_INT, loads
 
 KINDS = {"number": "Number", "text": "Text", "json": "JSON", "file": "File upload"}
 _INTEGER = re.compile(r"[+-]?[0-9]+")
@@ -34,7 +34,7 @@ def parse_value(kind: str, raw: object) -> tuple[Any, str | None]:
         return text, "string"
     if kind == "json":
         try:
-            return check_json(loads(text)), None
+            return loads(text), None
         except orjson.JSONDecodeError as problem:
             raise InvalidRequest(f"that is not valid JSON ({problem})") from None
     raise InvalidRequest("choose a type: number, text, JSON or file upload")
