@@ -7,9 +7,12 @@ import asyncio
 import contextlib
 import json
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
+from clients import WsDevice
 from conftest import Server, random_mac
 from mqtt_clients import RawMqtt
 from websockets.asyncio.client import connect
@@ -21,6 +24,15 @@ from websockets.uri import parse_uri
 from devicecloud.protocols import mqtt
 
 PIPELINED = 16
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server of this module's own: its tests register hundreds of devices from one address."""
+    instance = Server(tmp_path_factory.mktemp("liveness") / "data",
+                      env={"DEVICECLOUD_LIMIT": "ip.register=10000/s:10000"}).start()
+    yield instance
+    assert instance.stop() == 0, instance.log()
 
 
 def _modify(token: str, value: int) -> str:
@@ -210,3 +222,71 @@ async def test_a_reader_that_falls_behind_resumes_when_it_reads_again(server: Se
         answers = await _read_until(ws, 301)
         assert [a["cmd"] for a in answers] == [104] * 300 + [101]
     await ws.close()
+
+
+def _rss_mb(server: Server) -> float:
+    assert server.process is not None
+    with open(f"/proc/{server.process.pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+async def _flood_pushes(server: Server, token: str, count: int, size: int) -> None:
+    """Change field `n` `count` times with `size`-byte values over another connection."""
+    writer = await WsDevice.connect(server.ws_url, token)
+    for start in range(0, count, 100):
+        for value in range(start, start + 100):
+            await writer.send({"deviceToken": token, "body": {
+                "requestType": 101, "name": "n", "value": f"{value:08d}" + "x" * size}})
+        for _ in range(100):
+            await writer.recv(10)
+    await writer.close()
+
+
+async def test_an_mqtt_subscriber_that_never_reads_costs_bounded_memory(server: Server) -> None:
+    mac = random_mac()
+    token = server.register(mac)
+    async with httpx.AsyncClient() as http:
+        await http.post(f"{server.url}/api/v2/{token}/add",
+                        json={"name": "n", "value": "0", "dataType": "string"})
+    reader = await RawMqtt.device(server.mqtt_port, token, mac)
+    await _flood_pushes(server, token, 300, 1500)  # warm up, then read everything
+    while (await reader.recv_json(10))["body"]["value"][:8] != f"{299:08d}":
+        pass
+    before = _rss_mb(server)
+    await _flood_pushes(server, token, 12_000, 1500)  # 38 MB of pushes, none read
+    grown = _rss_mb(server) - before
+    assert grown < 16, f"RSS grew {grown:.1f} MB"
+    # Reading again, it gets the latest value (older ones were coalesced away).
+    while (await reader.recv_json(10))["body"]["value"][:8] != f"{11_999:08d}":
+        pass
+    await reader.close()
+
+
+async def test_a_ping_flood_without_login_is_dropped_with_bounded_memory(server: Server) -> None:
+    flood = await RawWs.open(server.ws_url)
+    before = _rss_mb(server)
+    with contextlib.suppress(ConnectionError):
+        for _ in range(1_000):
+            for _ in range(100):
+                flood.protocol.send_ping(b"p" * 125)
+            flood._flush()
+            await flood.writer.drain()
+    assert await flood.closed_within(5)
+    grown = _rss_mb(server) - before
+    assert grown < 16, f"RSS grew {grown:.1f} MB"
+    device = await WsDevice.connect(server.ws_url, server.register())  # others carry on
+    await device.close()
+
+
+async def test_a_websocket_that_never_logs_in_is_closed_after_ten_seconds(server: Server) -> None:
+    idle = await RawWs.open(server.ws_url)
+    device = await RawWs.open(server.ws_url)
+    await device.send(json.dumps({"deviceToken": server.register()}))
+    assert await device.recv() == "device Login successful"
+    assert await idle.closed_within(12)
+    await device.send(json.dumps({"deviceToken": "x", "body": "ping"}))
+    assert await device.recv() == "pong"  # the logged-in one is kept
+    await device.close()

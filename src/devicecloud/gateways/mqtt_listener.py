@@ -4,6 +4,10 @@ One asyncio Protocol per connection, no task while idle. CONNECT must name a reg
 username and `ez{mac}ez` or `m5{mac}m5` as client id. A device may subscribe only to its own down
 topic and publish only to its own up topic. PUBACK and PUBREC are sent only once the change the
 message asked for is committed.
+
+A peer that reads slowly is held back, not buffered for: once its socket is full the connection
+stops reading its requests and holds its pushes (coalesced per field) until it drains. One that
+leaves more than WRITE_BUFFER_LIMIT unread or reads nothing for STALL_SECONDS is dropped.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ CONNECT_TIMEOUT = 10.0
 KEEPALIVE_GRACE = 1.5
 DOWNLINK_LIMIT = 4096
 MAX_PACKET_SIZE = 64 * 1024
+WRITE_BUFFER_LIMIT = 1024 * 1024
+STALL_SECONDS = 30.0
 _PINGRESP = mqtt.encode(mqtt.Pingresp())
 
 
@@ -56,7 +62,7 @@ class MqttConnection(asyncio.Protocol):
 
     __slots__ = ("awaiting_release", "backlog", "client_id", "closing", "connecting", "down",
                  "down_head", "keepalive", "last_heard", "listener", "parser", "pending",
-                 "session", "subscribed", "timer", "transport", "up")
+                 "session", "stalled", "subscribed", "timer", "transport", "up")
 
     def __init__(self, listener: MqttListener) -> None:
         self.listener = listener
@@ -75,6 +81,7 @@ class MqttConnection(asyncio.Protocol):
         self.keepalive = 0.0
         self.last_heard = 0.0
         self.timer: asyncio.TimerHandle | None = None
+        self.stalled: asyncio.TimerHandle | None = None  # set while the socket is full
         self.closing = False
 
     # asyncio.Protocol ----------------------------------------------------------------------
@@ -104,8 +111,28 @@ class MqttConnection(asyncio.Protocol):
                 return
             self._handle(packet)
 
+    def pause_writing(self) -> None:
+        if self.closing or self.transport is None:
+            return
+        self.transport.pause_reading()
+        if self.session is not None:
+            self.session.outbox.hold()
+        self.stalled = asyncio.get_running_loop().call_later(STALL_SECONDS, self._stall_timeout)
+
+    def resume_writing(self) -> None:
+        if self.stalled is not None:
+            self.stalled.cancel()
+            self.stalled = None
+        if self.closing or self.transport is None:
+            return
+        self.transport.resume_reading()
+        if self.session is not None:
+            self.session.outbox.release()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        if self.stalled is not None:
+            self.stalled.cancel()
         if self.timer is not None:
             self.timer.cancel()
         self.listener.forget(self)
@@ -169,6 +196,8 @@ class MqttConnection(asyncio.Protocol):
                                 Outbox(self._downlink, None), "mqtt", _nothing_to_flush,
                                 value_on_top=True)
         session.attach(device)
+        if self.stalled is not None:
+            session.outbox.hold()
         self.session = session
         self.keepalive = packet.keepalive * KEEPALIVE_GRACE
         self._arm_keepalive()
@@ -255,8 +284,11 @@ class MqttConnection(asyncio.Protocol):
 
     def _flush(self) -> None:
         pending, self.pending = self.pending, None
-        if pending and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        transport = self.transport
+        if pending and transport is not None and not transport.is_closing():
+            transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+            if self.stalled is not None and transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
+                self.close(f"{transport.get_write_buffer_size()} bytes unread")
 
     def close(self, reason: str, polite: bool = False) -> None:
         if self.closing:
@@ -265,9 +297,15 @@ class MqttConnection(asyncio.Protocol):
         (log.debug if polite else log.info)("MQTT %s closed: %s", self.client_id or "-", reason)
         if self.transport is not None:
             self._flush()
-            self.transport.close()
+            if self.stalled is None:
+                self.transport.close()
+            else:  # what it has not read would never leave
+                self.transport.abort()
 
     # timers --------------------------------------------------------------------------------
+
+    def _stall_timeout(self) -> None:
+        self.close(f"nothing read for {STALL_SECONDS:g} s")
 
     def _connect_timeout(self) -> None:
         self.timer = None
