@@ -35,7 +35,7 @@ class Scenario:
     """One benchmark: its command name, options, tiny `--smoke` settings and its coroutine.
 
     `headline` names the result keys (dotted for nested ones, e.g. `latency_ms.p99`) whose
-    median the runner reports across repeats.
+    median the runner reports across repeats; `server_args` go to a server the runner starts.
     """
 
     name: str
@@ -45,6 +45,7 @@ class Scenario:
     smoke: Params
     run: Callable[[Context, Params], Awaitable[dict[str, Any]]]
     headline: tuple[str, ...]
+    server_args: tuple[str, ...] = ()  # for the server the runner starts
 
 
 class Meter:

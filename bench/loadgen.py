@@ -119,7 +119,8 @@ async def run_once(scenario: Scenario, params: Params, *, url: str | None,
     profiler = Profiler(profile, profile_seconds, native) if profile is not None else None
     pending: list[asyncio.Task[None]] = []
     try:
-        async with server_under_test(url, pid=server_pid, args=server_args) as target:
+        async with server_under_test(url, pid=server_pid,
+                                     args=(*scenario.server_args, *server_args)) as target:
             cpu = CpuWindow(target.pid)
 
             def window_opened(seconds: float) -> None:
