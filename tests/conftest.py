@@ -92,7 +92,9 @@ class Server:
         command = [sys.executable, "-m", "devicecloud", "serve", "--host", "127.0.0.1",
                    "--http-port", str(self.http_port),
                    "--mqtt-port", str(self.mqtt_port), "--data-dir", str(self.data_dir),
-                   "--log-level", "warning", *self.extra_args]
+                   "--log-level", "warning",
+                   # Every test comes from 127.0.0.1: a limit per address is for its own tests.
+                   "--limit", "ip.register=1000/s:10000", *self.extra_args]
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                         env={**os.environ, **self.env})
         deadline = time.monotonic() + timeout
