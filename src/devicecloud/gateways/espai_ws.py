@@ -23,9 +23,11 @@ from devicecloud.core.espai_models import EspAiDevice
 from devicecloud.core.espai_values import UNBOUND_NOTICE
 from devicecloud.core.events import DeviceReleased, EspAiMessage, Event
 from devicecloud.gateways.hub import Hub
+from devicecloud.gateways.ws_protocol import direct_protocol, disconnect
 
 log = logging.getLogger(__name__)
 TRANSPORT = "espai-websocket"
+SEND_QUEUE_LIMIT = 256  # messages waiting for a firmware that does not read; then it is dropped
 _CLOSE = None
 
 
@@ -52,7 +54,22 @@ class EspAiConnection:
         await self.idle.wait()
 
     def send(self, message: dict[str, Any]) -> None:
+        if self.outgoing.qsize() >= SEND_QUEUE_LIMIT:
+            self._drop()
+            return
         self.outgoing.put_nowait(orjson.dumps(message).decode())
+
+    def _drop(self) -> None:
+        """The firmware reads nothing: forget what waits for it and drop the socket."""
+        while not self.outgoing.empty():
+            self.outgoing.get_nowait()
+        protocol = direct_protocol(self.websocket)
+        if protocol is not None:
+            disconnect(protocol, f"{SEND_QUEUE_LIMIT} ESP-AI messages unread")
+        else:
+            log.info("ESP-AI socket of %s: %d messages unread; closing",
+                     self.device.device_id, SEND_QUEUE_LIMIT)
+            self.outgoing.put_nowait(_CLOSE)
 
     def finish(self, message: dict[str, Any]) -> None:
         """Send `message`, then close the socket."""
