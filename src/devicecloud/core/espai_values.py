@@ -10,6 +10,7 @@ import orjson
 
 from devicecloud.core.errors import InvalidRequest
 from devicecloud.core.espai_models import EspAiDevice
+from devicecloud.core.models import encode_value
 
 # Messages third-party code and firmware match on: the seed's where it gives them.
 OK = "请求成功"
@@ -74,7 +75,7 @@ def positive_int(doc: dict[str, Any], name: str, default: int, largest: int) -> 
     text = optional_text(doc, name, 32)
     if text is None:
         return default
-    if not text.isdigit() or not 1 <= int(text) <= largest:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= largest:
         raise InvalidRequest(f"参数错误:{name} 应为 1 到 {largest} 之间的整数")
     return int(text)
 
@@ -89,7 +90,7 @@ def local_data_of(value: object) -> dict[str, Any]:
     """`localData`: a JSON object of modest size."""
     if not isinstance(value, dict):
         raise InvalidRequest("参数类型错误:localData 应为 JSON 对象")
-    if len(orjson.dumps(value)) > LOCAL_DATA_LIMIT:
+    if len(encode_value(value, "localData")) > LOCAL_DATA_LIMIT:
         raise InvalidRequest(f"参数错误:localData 不能超过 {LOCAL_DATA_LIMIT} 字节")
     return value
 
@@ -108,7 +109,10 @@ def check_bin_id(raw: object) -> str:
 
 def voice_server(url: str) -> dict[str, Any]:
     """`http://host:port/path` (or ws://, https://, wss://) as the firmware wants it."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unclosed "[" of an IPv6 address
+        raise InvalidRequest(f"not a voice server address: {url!r}") from None
     secure = parts.scheme in ("https", "wss")
     if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
         raise InvalidRequest(f"not a voice server address: {url!r} (want http://host:port/path)")
@@ -123,7 +127,7 @@ def voice_server(url: str) -> dict[str, Any]:
 def _phone(text: str) -> int | str | None:
     if not text:
         return None
-    return int(text) if text.isdigit() and len(text) <= 15 else text
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 15 else text
 
 
 def record(device: EspAiDevice, online: bool) -> dict[str, Any]:

@@ -17,11 +17,12 @@ from typing import Any
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from devicecloud.core.errors import DeviceCloudError
+from devicecloud.core.errors import DeviceCloudError, InvalidRequest
 from devicecloud.core.espai import EspAi
 from devicecloud.core.espai_models import EspAiDevice
 from devicecloud.core.espai_values import UNBOUND_NOTICE
 from devicecloud.core.events import DeviceReleased, EspAiMessage, Event
+from devicecloud.core.models import loads
 from devicecloud.gateways.hub import Hub
 from devicecloud.gateways.ws_protocol import direct_protocol, disconnect
 
@@ -91,8 +92,8 @@ def unbound_notice() -> dict[str, str]:
 
 async def _handle(espai: EspAi, device: EspAiDevice, text: str) -> None:
     try:
-        doc = orjson.loads(text)
-    except orjson.JSONDecodeError:
+        doc = loads(text)  # integers beyond 64 bits or deep nesting: ignored like bad JSON
+    except (orjson.JSONDecodeError, InvalidRequest):
         return
     kind = doc.get("type") if isinstance(doc, dict) else None
     if kind == "upload_device_info":
