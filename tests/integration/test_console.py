@@ -23,6 +23,8 @@ from websockets.exceptions import InvalidStatus
 
 from devicecloud.web.console.qr import qr_png
 
+PAIR_CODE = r"[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}"
+
 
 @pytest.fixture(scope="module")
 def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
@@ -252,19 +254,19 @@ async def test_pair_code_over_websocket_binds_once(console_server: Server) -> No
     device = await WsDevice.connect(console_server.ws_url, token)
     first = await device.request(112)
     assert first["cmd"] == 112 and first["code"] == 200
-    assert re.fullmatch(r"[0-9]{6}", first["body"]["pairCode"])
+    assert re.fullmatch(PAIR_CODE, first["body"]["pairCode"])
     code = (await device.request("112"))["body"]["pairCode"]
     ada = ConsoleUser.sign_up(console_server, name="Ada")
     if code != first["body"]["pairCode"]:
         stale = ada.post("/console/devices/pair", code=first["body"]["pairCode"])
         assert "unknown, used or expired" in ada.flash(stale)
-    paired = ada.post("/console/devices/pair", code=f"{code[:3]} {code[3:]}")
+    paired = ada.post("/console/devices/pair", code=code.replace("-", "").lower())
     assert paired.headers["location"] == f"/console/devices/{token}"
     push = await device.recv_json()
     assert push["cmd"] == 106 and push["body"]["userName"] == "Ada"
     bob = ConsoleUser.sign_up(console_server)
     assert "unknown, used or expired" in bob.flash(bob.post("/console/devices/pair", code=code))
-    assert "6 digits" in bob.flash(bob.post("/console/devices/pair", code="12ab"))
+    assert "8 letters and digits" in bob.flash(bob.post("/console/devices/pair", code="12ab"))
     await device.close()
 
 
@@ -276,7 +278,7 @@ async def test_pair_code_over_mqtt(console_server: Server) -> None:
         answer = await asyncio.to_thread(paho.request, 112)
         assert answer["cmd"] == 112 and answer["code"] == 200
         code = answer["body"]["pairCode"]
-        assert re.fullmatch(r"[0-9]{6}", code)
+        assert re.fullmatch(PAIR_CODE, code)
         ada = ConsoleUser.sign_up(console_server, name="Ada")
         ada.post("/console/devices/pair", code=code)
         push = await asyncio.to_thread(paho.next)
@@ -288,9 +290,9 @@ async def test_pair_code_over_mqtt(console_server: Server) -> None:
 def test_wrong_pair_codes_are_throttled(console_server: Server) -> None:
     user = ConsoleUser.sign_up(console_server)
     for _ in range(10):
-        user.post("/console/devices/pair", code="000000")
+        user.post("/console/devices/pair", code="0000-0000")
     assert "Too many wrong pairing codes" in user.flash(
-        user.post("/console/devices/pair", code="000001"))
+        user.post("/console/devices/pair", code="0000-0001"))
 
 
 def test_release_from_the_console(console_server: Server) -> None:

@@ -1,5 +1,5 @@
-"""The console's rules without a browser: pairing codes on a real SQLite store, the throttle,
-value parsing, the chart, image previews and session cookies."""
+"""The console's rules without a browser: pairing codes on a real SQLite store, value parsing,
+the chart, image previews and session cookies (the throttle: test_console_guessing.py)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ from devicecloud.web.console.chart import numeric_chart
 from devicecloud.web.console.forms import kind_of, parse_value, shown
 from devicecloud.web.console.rendering import preview_path
 from devicecloud.web.console.sessions import COOKIE_NAME, Session, SessionCookies
-from devicecloud.web.console.throttle import Throttle, in_words
 
 
 @pytest.fixture
@@ -37,11 +36,12 @@ async def cloud(tmp_path: Path) -> AsyncIterator[DeviceCloud]:
 
 # Pairing codes --------------------------------------------------------------------------------
 
-async def test_pair_codes_are_six_digits_single_use_and_expire(cloud: DeviceCloud) -> None:
+async def test_pair_codes_are_eight_base32_characters_single_use_and_expire(
+        cloud: DeviceCloud) -> None:
     device = await cloud.register_mac("aabbccddee01", "stackchan")
     now = 1_000_000
     code = await pairing.issue(cloud.store, device, now)
-    assert re.fullmatch(r"[0-9]{6}", code)
+    assert re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}", code)
     assert await pairing.redeem(cloud.store, code, now + 1) == device.token
     with pytest.raises(NotFound):
         await pairing.redeem(cloud.store, code, now + 2)  # used up
@@ -70,22 +70,24 @@ async def test_live_codes_never_collide(cloud: DeviceCloud, monkeypatch: pytest.
                                         ) -> None:
     first = await cloud.register_mac("aabbccddee04", "")
     second = await cloud.register_mac("aabbccddee05", "")
-    drawn = iter(["111111", "111111", "222222"])
+    drawn = iter(["11111111", "11111111", "22222222"])
     monkeypatch.setattr(pairing, "new_pair_code", lambda: next(drawn))
-    assert await pairing.issue(cloud.store, first, 0) == "111111"
-    assert await pairing.issue(cloud.store, second, 0) == "222222"
-    monkeypatch.setattr(pairing, "new_pair_code", lambda: "111111")
+    assert await pairing.issue(cloud.store, first, 0) == "1111-1111"
+    assert await pairing.issue(cloud.store, second, 0) == "2222-2222"
+    monkeypatch.setattr(pairing, "new_pair_code", lambda: "11111111")
     with pytest.raises(Conflict):
         await pairing.issue(cloud.store, second, 0)
 
 
-@pytest.mark.parametrize(("typed", "code"), [("012345", "012345"), (" 012 345 ", "012345"),
-                                             ("012-345", "012345")])
+@pytest.mark.parametrize(("typed", "code"), [
+    ("K7QM-4XPA", "K7QM4XPA"), ("k7qm4xpa", "K7QM4XPA"), (" k7qm 4xpa ", "K7QM4XPA"),
+    ("01234567", "01234567"), ("oIlL-abcd", "0111ABCD")])
 def test_pair_codes_as_typed(typed: str, code: str) -> None:
     assert pairing.normalise_pair_code(typed) == code
 
 
-@pytest.mark.parametrize("typed", ["", "12345", "1234567", "12345a", "١٢٣٤٥٦", None, 123456])
+@pytest.mark.parametrize("typed", ["", "1234567", "123456789", "1234567U", "K7QM_4XPA",
+                                   "١٢٣٤٥٦٧٨", "\u0131" * 8, None, 12345678])
 def test_malformed_pair_codes(typed: object) -> None:
     with pytest.raises(InvalidRequest):
         pairing.normalise_pair_code(typed)
@@ -104,25 +106,7 @@ async def test_binding_by_pair_code_announces_106(cloud: DeviceCloud) -> None:
         await cloud.bind_by_pair_code(await cloud.issue_pair_code(device), other)
 
 
-# Throttle, forms, chart, previews, cookies ------------------------------------------------------
-
-def test_throttle_counts_attempts_in_a_sliding_window() -> None:
-    now = [0.0]
-    throttle = Throttle(3, 60, clock=lambda: now[0])
-    for _ in range(3):
-        assert throttle.wait_seconds("a") == 0
-        throttle.record("a")
-        now[0] += 10
-    assert throttle.wait_seconds("a") == 30 and throttle.wait_seconds("b") == 0
-    assert throttle.wait_seconds("b", "a") == 30
-    now[0] = 60.5
-    assert throttle.wait_seconds("a") == 0
-    throttle.record("a")
-    throttle.clear("a")
-    assert throttle.wait_seconds("a") == 0
-    assert in_words(1) == "1 second" and in_words(59) == "59 seconds"
-    assert in_words(60) == "1 minute" and in_words(61) == "2 minutes"
-
+# Forms, chart, previews, cookies -------------------------------------------------------------
 
 @pytest.mark.parametrize(("kind", "text", "value", "data_type"), [
     ("number", "21", 21, "number"), ("number", " -2.5e1 ", -25.0, "number"),
@@ -171,7 +155,7 @@ def test_only_image_files_stored_here_are_previewed(value: object, path: str) ->
 def test_session_cookie_round_trip_and_forgery() -> None:
     cookies = SessionCookies(b"k" * 64)
     session = Session()
-    session.log_in(7)
+    session.log_in(7, "epoch")
     session.say("hello", error=True)
     response = Response()
     cookies.store(response, session, secure=True)
@@ -180,6 +164,7 @@ def test_session_cookie_round_trip_and_forgery() -> None:
     value = header.split(";")[0].split("=", 1)[1]
     loaded = cookies.load({COOKIE_NAME: value})
     assert loaded is not None and loaded.account_id == 7 and loaded.csrf == session.csrf
+    assert loaded.epoch == "epoch"
     assert loaded.take_flash() == ("hello", True) and loaded.take_flash() == ("", False)
     assert SessionCookies(b"j" * 64).load({COOKIE_NAME: value}) is None
     assert cookies.load({COOKIE_NAME: value[:-2]}) is None and cookies.load({}) is None

@@ -1,4 +1,5 @@
-"""Accounts: sign-up, password checks, profiles and the `open_api_key` of the management API."""
+"""Accounts: sign-up, password checks and changes, profiles, the session epoch that ends every
+console session at once, and the `open_api_key` of the management API."""
 
 from __future__ import annotations
 
@@ -35,6 +36,12 @@ def _profile_text(raw: object, what: str, limit: int) -> str:
     return text
 
 
+def _new_password(raw: object) -> str:
+    if not isinstance(raw, str) or len(raw) < MIN_PASSWORD_LENGTH:
+        raise InvalidRequest(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+    return raw
+
+
 class Accounts:
     """Creating accounts and checking who is who. Password hashing runs off the event loop."""
 
@@ -44,9 +51,7 @@ class Accounts:
     async def create(self, email: object, password: object, display_name: object = "",
                      phone: object = "") -> Account:
         address = normalise_email(email)
-        if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
-            raise InvalidRequest(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
-        password_hash = await asyncio.to_thread(_hasher.hash, password)
+        password_hash = await asyncio.to_thread(_hasher.hash, _new_password(password))
         account = await self.store.create_account(
             address, password_hash, _profile_text(display_name, "display name", 100),
             _profile_text(phone, "phone", 32), new_token(), now_ms())
@@ -71,6 +76,28 @@ class Accounts:
 
     async def by_id(self, account_id: int) -> Account | None:
         return await self.store.account_by_id(account_id)
+
+    async def for_session(self, account_id: int, epoch: str) -> Account | None:
+        """The account of a session cookie, unless its sessions were ended since (`epoch` is
+        then not the account's)."""
+        account = await self.store.account_by_id(account_id)
+        return account if account is not None and account.session_epoch == epoch else None
+
+    async def change_password(self, account: Account, password: object) -> Account:
+        """Set a new password and end every session of the account (see `end_sessions`)."""
+        password_hash = await asyncio.to_thread(_hasher.hash, _new_password(password))
+        account.session_epoch = new_token()
+        await self.store.update_account(
+            account.id, {"password_hash": password_hash, "session_epoch": account.session_epoch},
+            now_ms())
+        return account
+
+    async def end_sessions(self, account: Account) -> Account:
+        """Give the account a new session epoch: every session cookie made before stops working."""
+        account.session_epoch = new_token()
+        await self.store.update_account(account.id, {"session_epoch": account.session_epoch},
+                                        now_ms())
+        return account
 
     async def by_api_key(self, key: object) -> Account:
         """The account whose `open_api_key` this is (an optional `Bearer ` prefix is allowed)."""

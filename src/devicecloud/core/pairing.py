@@ -1,6 +1,8 @@
 """Pairing codes: a device asks for a short code (EzData 112) and its owner-to-be types it into
-the console to bind it. A code has 6 digits, lives 10 minutes, works once, and a device has at most
-one: asking again replaces the earlier code."""
+the console to bind it. A code is 8 characters of Crockford's base32 (40 random bits), shown
+grouped as `K7QM-4XPA`; it lives 10 minutes, works once, and a device has at most one: asking
+again replaces the earlier code. Typed codes are read as Crockford's base32 is: in any case, with
+or without the dash and spaces, `I` and `L` as 1 and `O` as 0."""
 
 from __future__ import annotations
 
@@ -11,33 +13,42 @@ from devicecloud.core.errors import Conflict, InvalidRequest, NotFound
 from devicecloud.core.models import Device
 from devicecloud.core.ports import Store
 
-PAIR_CODE_DIGITS = 6
+ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+PAIR_CODE_LENGTH = 8
 PAIR_CODE_LIFETIME_MS = 10 * 60 * 1000
 _ISSUE_ATTEMPTS = 20
-_CODE = re.compile(f"[0-9]{{{PAIR_CODE_DIGITS}}}")
-_SEPARATORS = str.maketrans("", "", " -")
+_CODE = re.compile(f"[{ALPHABET}]{{{PAIR_CODE_LENGTH}}}")
+_AS_TYPED = str.maketrans({" ": None, "-": None, "I": "1", "L": "1", "O": "0"})
 
 
 def new_pair_code() -> str:
-    """Six random decimal digits (leading zeros kept)."""
-    return f"{secrets.randbelow(10 ** PAIR_CODE_DIGITS):0{PAIR_CODE_DIGITS}d}"
+    """Eight random characters of the alphabet, ungrouped (as stored)."""
+    return "".join(secrets.choice(ALPHABET) for _ in range(PAIR_CODE_LENGTH))
+
+
+def shown(code: str) -> str:
+    """The code as a device shows it: `K7QM-4XPA`."""
+    half = PAIR_CODE_LENGTH // 2
+    return f"{code[:half]}-{code[half:]}"
 
 
 def normalise_pair_code(raw: object) -> str:
-    """The code as typed, without spaces or dashes; InvalidRequest unless it is 6 digits."""
-    code = raw.strip().translate(_SEPARATORS) if isinstance(raw, str) else ""
+    """The code as stored; InvalidRequest unless it reads as 8 characters of the alphabet."""
+    text = raw if isinstance(raw, str) and raw.isascii() else ""
+    code = text.strip().upper().translate(_AS_TYPED)
     if not _CODE.fullmatch(code):
-        raise InvalidRequest(f"a pairing code has {PAIR_CODE_DIGITS} digits")
+        raise InvalidRequest(f"a pairing code has {PAIR_CODE_LENGTH} letters and digits, "
+                             "like K7QM-4XPA")
     return code
 
 
 async def issue(store: Store, device: Device, now: int) -> str:
-    """A fresh code for `device`, valid until `now` + 10 minutes; it replaces the device's older
-    code. Codes are unique among the live ones."""
+    """A fresh code for `device`, as shown, valid until `now` + 10 minutes; it replaces the
+    device's older code. Codes are unique among the live ones."""
     for _ in range(_ISSUE_ATTEMPTS):
         code = new_pair_code()
         if await store.put_pair_code(code, device.id, now + PAIR_CODE_LIFETIME_MS, now):
-            return code
+            return shown(code)
     raise Conflict("no pairing code is free right now; ask again in a moment")
 
 

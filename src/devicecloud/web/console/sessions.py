@@ -3,6 +3,13 @@
 The cookie is signed (HMAC, itsdangerous) with the data directory's `secret.key`, so nothing is
 kept on the server; it expires 14 days after it was last changed. It is HttpOnly and SameSite=Lax
 always, and Secure when the console is served over https.
+
+A logged-in cookie also carries the account's session epoch: changing the password or logging
+out everywhere gives the account a new one, and every cookie with an older epoch stops working on
+every process at once (each request reads the account anyway).
+
+A second signed cookie, kept 90 days, remembers the email last logged in to from this browser, so
+that the log-in throttle can tell the account's own browser from everyone else's.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from starlette.responses import Response
 
 COOKIE_NAME = "devicecloud_session"
 MAX_AGE_SECONDS = 14 * 24 * 3600
+KNOWN_COOKIE_NAME = "devicecloud_known"
+KNOWN_MAX_AGE_SECONDS = 90 * 24 * 3600
 
 
 def _new_csrf() -> str:
@@ -32,13 +41,15 @@ class Session:
     flash: str = ""
     flash_is_error: bool = False
     changed: bool = True
+    epoch: str = ""
 
-    def log_in(self, account_id: int) -> None:
-        """Start a logged-in session with a fresh CSRF token (no fixation of the old one)."""
-        self.account_id, self.csrf, self.changed = account_id, _new_csrf(), True
+    def log_in(self, account_id: int, epoch: str) -> None:
+        """Start a logged-in session with a fresh CSRF token (no fixation of the old one), valid
+        while the account's session epoch is `epoch`."""
+        self.account_id, self.epoch, self.csrf, self.changed = account_id, epoch, _new_csrf(), True
 
     def log_out(self) -> None:
-        self.account_id, self.csrf, self.changed = None, _new_csrf(), True
+        self.account_id, self.epoch, self.csrf, self.changed = None, "", _new_csrf(), True
 
     def say(self, message: str, error: bool = False) -> None:
         """Show `message` on the next page rendered."""
@@ -57,6 +68,7 @@ class SessionCookies:
 
     def __init__(self, secret: bytes) -> None:
         self._serializer = URLSafeTimedSerializer(secret, salt="devicecloud.console.session")
+        self._known = URLSafeTimedSerializer(secret, salt="devicecloud.console.known")
 
     def load(self, cookies: Mapping[str, str]) -> Session | None:
         """The session in the cookie, or None if absent, forged or expired."""
@@ -69,17 +81,32 @@ class SessionCookies:
             return None
         if not isinstance(doc, dict) or not isinstance(doc.get("c"), str):
             return None
-        account = doc.get("a")
-        flash = doc.get("f")
+        account, flash, epoch = doc.get("a"), doc.get("f"), doc.get("g")
         return Session(doc["c"], account if isinstance(account, int) else None,
                        flash if isinstance(flash, str) else "", doc.get("e") is True,
-                       changed=False)
+                       changed=False, epoch=epoch if isinstance(epoch, str) else "")
 
     def store(self, response: Response, session: Session, secure: bool) -> None:
         doc: dict[str, Any] = {"c": session.csrf}
         if session.account_id is not None:
-            doc["a"] = session.account_id
+            doc["a"], doc["g"] = session.account_id, session.epoch
         if session.flash:
             doc["f"], doc["e"] = session.flash, session.flash_is_error
         response.set_cookie(COOKIE_NAME, self._serializer.dumps(doc), max_age=MAX_AGE_SECONDS,
                             path="/", secure=secure, httponly=True, samesite="lax")
+
+    def knows(self, cookies: Mapping[str, str], email: str) -> bool:
+        """Whether this browser logged in to `email` before (within 90 days)."""
+        raw = cookies.get(KNOWN_COOKIE_NAME)
+        if not raw:
+            return False
+        try:
+            return bool(self._known.loads(raw, max_age=KNOWN_MAX_AGE_SECONDS) == email)
+        except BadSignature:
+            return False
+
+    def remember(self, response: Response, email: str, secure: bool) -> None:
+        """Remember that this browser logged in to `email`."""
+        response.set_cookie(KNOWN_COOKIE_NAME, self._known.dumps(email),
+                            max_age=KNOWN_MAX_AGE_SECONDS, path="/console/login", secure=secure,
+                            httponly=True, samesite="strict")

@@ -10,19 +10,24 @@ from devicecloud.gateways.hub import Hub
 from devicecloud.web.console.live import LiveFeeds
 from devicecloud.web.console.rendering import environment
 from devicecloud.web.console.sessions import SessionCookies
-from devicecloud.web.console.throttle import Throttle
+from devicecloud.web.console.throttle import Rule, Throttle
 
-FAILED_LOGINS_PER_EMAIL = 5
-FAILED_LOGINS_PER_ADDRESS = 20
-LOGIN_WINDOW_SECONDS = 15 * 60
-FAILED_PAIRINGS_PER_ACCOUNT = 10
-PAIRING_WINDOW_SECONDS = 10 * 60
+# Log-ins (docs/console.md explains the numbers): failures of one email from one address, of any
+# email from one address, and of one email from anywhere (this bounds guessing from many
+# addresses; a browser that logged in to the account before is not held by it).
+LOGINS_PER_EMAIL_AND_ADDRESS = Rule("login:email+address", 5, 15 * 60)
+LOGINS_PER_ADDRESS = Rule("login:address", 20, 15 * 60)
+LOGINS_PER_EMAIL = Rule("login:email", 100, 60 * 60)
+# Wrong pairing codes: per account, per address, and across the whole service.
+PAIRINGS_PER_ACCOUNT = Rule("pair:account", 10, 10 * 60)
+PAIRINGS_PER_ADDRESS = Rule("pair:address", 20, 10 * 60)
+PAIRINGS_EVERYWHERE = Rule("pair:all", 300, 10 * 60)
 
 
 class Console:
     """Session cookies, throttles, live feeds and templates, next to the core they use.
 
-    Throttles are counted in this process's memory: with several processes each counts its own.
+    The throttle counts in Redis when a bus URL is set, so every process sees the same counts.
     """
 
     def __init__(self, settings: Settings, secret: bytes, cloud: DeviceCloud, accounts: Accounts,
@@ -32,8 +37,9 @@ class Console:
         self.accounts = accounts
         self.presence = presence
         self.cookies = SessionCookies(secret)
-        self.logins_by_email = Throttle(FAILED_LOGINS_PER_EMAIL, LOGIN_WINDOW_SECONDS)
-        self.logins_by_address = Throttle(FAILED_LOGINS_PER_ADDRESS, LOGIN_WINDOW_SECONDS)
-        self.pairings = Throttle(FAILED_PAIRINGS_PER_ACCOUNT, PAIRING_WINDOW_SECONDS)
+        self.throttle = Throttle.for_url(settings.bus_url)
         self.feeds = LiveFeeds(hub)
         self.templates = environment()
+
+    async def close(self) -> None:
+        await self.throttle.close()
