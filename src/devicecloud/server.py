@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -19,6 +21,8 @@ from starlette.applications import Starlette
 
 from devicecloud.app import create_app, drain
 from devicecloud.config import Settings
+from devicecloud.gateways.http_protocol import HeaderTimeoutProtocol
+from devicecloud.gateways.mqtt_listener import MqttListener
 from devicecloud.gateways.ws_protocol import BoundedWebSocketProtocol
 from devicecloud.store import migrate
 
@@ -26,6 +30,8 @@ log = logging.getLogger("devicecloud")
 RESTART_DELAY = 1.0
 DRAIN_TIMEOUT = 10  # seconds live connections get to answer what they received
 STOP_DEADLINE = DRAIN_TIMEOUT + 15  # a stop taking longer ends the process regardless
+KEEP_ALIVE_TIMEOUT = 5  # seconds an HTTP connection may stay open between requests
+FILES_WARNING_INTERVAL = 60.0  # seconds between two "out of open files" lines
 # The cyclic collector's first threshold: CPython's 700 made it take ~40% of the event loop under
 # load (every request allocates a few short-lived containers); see docs/benchmarks.md.
 GC_THRESHOLDS = (50_000, 20, 100)
@@ -45,13 +51,69 @@ def _give_up() -> None:
     os._exit(70)
 
 
+def raise_file_limit() -> int:
+    """Raise this process's open-files soft limit to its hard limit (every connection holds one
+    file descriptor); returns the limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    raised_from = None
+    if soft != hard and hard != resource.RLIM_INFINITY:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft, raised_from = hard, soft
+        except (ValueError, OSError) as problem:
+            log.warning("open files limit stays at %d: %s", soft, problem)
+    log.info("open files limit %d%s: each connection holds one", soft,
+             f" (raised from {raised_from})" if raised_from is not None else "")
+    return soft
+
+
+class FileWatch:
+    """Notices when the process has no file descriptor left. The listeners then close every new
+    connection as soon as they accept it, and uvloop does so without a word: this says it, at
+    most once a minute, and says when descriptors are free again."""
+
+    def __init__(self) -> None:
+        self.warned_at = -FILES_WARNING_INTERVAL
+        self.warned = False  # the last line said we were out
+
+    def check(self, connections: str) -> None:
+        """Try to open one descriptor; `connections` says which connections hold them."""
+        try:
+            os.close(os.open(os.devnull, os.O_RDONLY))
+        except OSError as problem:
+            if problem.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+            now = time.monotonic()
+            if now - self.warned_at >= FILES_WARNING_INTERVAL:
+                self.warned_at, self.warned = now, True
+                log.warning("out of open files (limit %d; %s open): new HTTP and MQTT "
+                            "connections are closed as soon as they arrive",
+                            resource.getrlimit(resource.RLIMIT_NOFILE)[0], connections)
+            return
+        if self.warned:
+            self.warned = False
+            log.warning("open files available again (%s open)", connections)
+
+
 class GracefulServer(uvicorn.Server):
-    """Stops on SIGINT or SIGTERM once in-flight work is answered, then exits with status 0."""
+    """Stops on SIGINT or SIGTERM once in-flight work is answered, then exits with status 0;
+    says when it runs out of file descriptors."""
 
     def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
         super().__init__(config)
         self.app = app
         self._deadline: threading.Timer | None = None
+        self.files = FileWatch()
+
+    async def on_tick(self, counter: int) -> bool:
+        if counter % 10 == 0:  # uvicorn ticks ten times a second
+            self.files.check(self._connections())
+        return await super().on_tick(counter)
+
+    def _connections(self) -> str:
+        listener = getattr(self.app.state, "mqtt", None)
+        mqtt = len(listener.connections) if isinstance(listener, MqttListener) else 0
+        return f"{len(self.server_state.connections)} HTTP and WebSocket, {mqtt} MQTT"
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:  # no new connections while the live ones finish
@@ -86,11 +148,13 @@ def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
 
 def serve_one(settings: Settings) -> None:
     """This process serves HTTP, WebSocket and MQTT until SIGINT or SIGTERM."""
+    raise_file_limit()
     app = create_app(settings)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.http_port,
         ws_max_size=settings.ws_frame_limit, log_level=settings.log_level.lower(),
         lifespan="on", timeout_graceful_shutdown=DRAIN_TIMEOUT, server_header=False,
+        http=HeaderTimeoutProtocol, timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
         ws=BoundedWebSocketProtocol,
         # X-Forwarded-* only from the configured proxies; by default from nobody.
         proxy_headers=bool(settings.trusted_proxies),
