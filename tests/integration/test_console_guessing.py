@@ -19,9 +19,11 @@ from conftest import POSTGRES_ADMIN_URL, Server, postgres_database
 from console_client import PASSWORD, ConsoleUser
 from redis.asyncio import Redis
 from services import PrivateRedis
+from starlette.requests import Request
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from devicecloud.web.console.routes import _client_address
 from devicecloud.web.console.state import (
     LOGINS_PER_ADDRESS,
     LOGINS_PER_EMAIL,
@@ -133,6 +135,15 @@ async def test_the_throttle_in_redis_and_without_it(tmp_path: Path,
         await throttle.close()
         if redis.process is not None and redis.process.poll() is None:
             redis.stop()
+
+
+@pytest.mark.parametrize(("peer", "counted"), [
+    ("203.0.113.9", "203.0.113.9"), ("::ffff:203.0.113.9", "203.0.113.9"),
+    ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"), ("2001:db8:1:2::9", "2001:db8:1:2::/64"),
+    ("testclient", "testclient")])
+def test_an_ipv6_client_is_counted_by_its_64(peer: str, counted: str) -> None:
+    request = Request({"type": "http", "client": (peer, 50000), "headers": []})
+    assert _client_address(request) == counted
 
 
 # Log-ins ------------------------------------------------------------------------------------------
