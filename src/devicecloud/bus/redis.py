@@ -14,7 +14,9 @@ application sends its devices the current values instead (see `gateways/resync.p
 is never delivered late enough to overwrite newer state, and never twice.
 
 After a reconnection a process says hello with everything it wants, and the others answer with
-theirs, so the mirrors are whole again even if Redis restarted empty.
+theirs, so the mirrors are whole again even if Redis restarted empty. A process whose inbox nobody
+has listened to for `FORGET_AFTER_MS` is taken for gone; if it comes back, the answer to its hello
+tells it since when it missed events.
 """
 
 from __future__ import annotations
@@ -42,10 +44,11 @@ PREFIX = "devicecloud:bus:"
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
 PENDING_LIMIT = 100_000  # events waiting to be sent; beyond, they are dropped as a gap
 STALE_AFTER_MS = 2_000  # an event this late is not delivered: the receiver resynchronises
+FORGET_AFTER_MS = 10_000  # a process nobody hears for this long is taken for gone
 TIMEOUT = 2.0  # seconds a Redis command may take before Redis counts as unreachable
 PING_EVERY = 1.0
 
-Gap = Callable[[int], None]
+Gap = Callable[[int, int | None], None]  # (since, until or None for now)
 
 
 class RedisBus:
@@ -65,6 +68,7 @@ class RedisBus:
         self._wanted: dict[str, int] = {}
         self._remote: dict[str, set[str]] = {}  # device token -> processes wanting it
         self._wants_of: dict[str, set[str]] = {}  # process -> tokens it wants
+        self._absent: dict[str, int] = {}  # process -> since when nobody listens at its inbox
         self._outbox: dict[str, list[dict[str, Any]]] = {}  # process -> events for it
         self._pending = 0
         self._first_at = 0  # when the oldest event waiting to be sent was published
@@ -192,8 +196,9 @@ class RedisBus:
                 self._control = [m for m in control if "gap" not in m] + self._control
                 if self.connected:
                     failures = await _retry("publishing", problem, failures)
-                else:  # the receiver reconnects; wait for it
+                else:  # the receiver reconnects; go on as soon as it has
                     await self._subscribed.wait()
+                    failures = 0
                 self._wake.set()
 
     async def _flush(self, outbox: dict[str, list[dict[str, Any]]],
@@ -206,9 +211,12 @@ class RedisBus:
             for message in control:
                 pipe.publish(self._broadcast, orjson.dumps({"from": self.instance, **message}))
             counts = await asyncio.wait_for(pipe.execute(), TIMEOUT)
+        now = now_ms()
         for target, received in zip(targets, counts, strict=False):
-            if not received:  # nobody listens there: that process is gone
-                self._forget(target)
+            if received:
+                self._absent.pop(target, None)
+            elif now - self._absent.setdefault(target, now) > FORGET_AFTER_MS:
+                self._forget(target)  # nobody has listened there for a while: it is gone
 
     # receiving ------------------------------------------------------------------------------
 
@@ -219,14 +227,15 @@ class RedisBus:
             pubsub: PubSub = self._client.pubsub()
             try:
                 await pubsub.subscribe(self._inbox, self._broadcast)
-                self._remote.clear()
-                self._wants_of.clear()
+                since = now_ms()
+                await asyncio.wait_for(self._client.publish(self._broadcast, orjson.dumps(
+                    {"from": self.instance, "hello": True, "want": list(self._wanted),
+                     "rejoin": lost_at is not None, "at": since})), TIMEOUT)
                 self.connected = True
                 self._subscribed.set()
-                self._announce({"hello": True, "want": list(self._wanted)})
                 if lost_at is not None:
                     log.warning("event bus: connected to Redis again")
-                    self._gap(lost_at)
+                    self._gap(lost_at, since)
                     lost_at = None
                 failures = 0
                 while True:
@@ -257,6 +266,8 @@ class RedisBus:
                 return
             if "want" in message:  # the answer to our hello
                 self._wants(sender, message["want"])
+                if "gap" in message:
+                    self._gap(message["gap"])
                 return
             if now_ms() - message["at"] > STALE_AFTER_MS:
                 self._gap(message["at"])
@@ -274,8 +285,11 @@ class RedisBus:
             self._forget(sender)
             return
         if message.get("hello"):
+            # A process back after we had given up on it missed our events since it came back.
+            missed = message.get("at") if message.get("rejoin") and (
+                sender not in self._wants_of) else None
             self._forget(sender)
-            self._reply_wants(sender)
+            self._reply_wants(sender, missed)
         if "want" in message:
             self._wants(sender, message["want"])
         for token in message.get("unwant", ()):
@@ -284,17 +298,20 @@ class RedisBus:
         if "gap" in message and self._wanted:
             self._gap(message["gap"])
 
-    def _reply_wants(self, sender: str) -> None:
-        """Tell a process that said hello everything this one wants."""
-        task = asyncio.ensure_future(self._answer(sender))
+    def _reply_wants(self, sender: str, missed: int | None) -> None:
+        """Tell a process that said hello everything this one wants (and since when it missed
+        this one's events, if it did)."""
+        answer: dict[str, Any] = {"from": self.instance, "want": list(self._wanted)}
+        if missed is not None:
+            answer["gap"] = missed
+        task = asyncio.ensure_future(self._answer(sender, answer))
         self._tasks.append(task)
         task.add_done_callback(self._tasks.remove)
 
-    async def _answer(self, sender: str) -> None:
+    async def _answer(self, sender: str, answer: dict[str, Any]) -> None:
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             await asyncio.wait_for(self._client.publish(
-                f"{self.prefix}in:{sender}",
-                orjson.dumps({"from": self.instance, "want": list(self._wanted)})), TIMEOUT)
+                f"{self.prefix}in:{sender}", orjson.dumps(answer)), TIMEOUT)
 
     def _wants(self, sender: str, tokens: list[str]) -> None:
         mine = self._wants_of.setdefault(sender, set())
@@ -303,6 +320,7 @@ class RedisBus:
             mine.add(token)
 
     def _forget(self, process: str) -> None:
+        self._absent.pop(process, None)
         for token in self._wants_of.pop(process, ()):
             wanting = self._remote.get(token)
             if wanting is not None:
@@ -310,10 +328,11 @@ class RedisBus:
                 if not wanting:
                     del self._remote[token]
 
-    def _gap(self, since: int) -> None:
+    def _gap(self, since: int, until: int | None = None) -> None:
+        """Events from `since` (to `until`, else now) may have been missed here."""
         self.gaps += 1
         if self.on_gap is not None:
-            self.on_gap(since)
+            self.on_gap(since, until)
 
     async def _ping(self) -> None:
         """Measure a round trip every second: a frozen Redis shows in `/healthz`."""
