@@ -36,6 +36,7 @@ class Target:
     pid: int | None = None
     managed: bool = False
     exit_code: int | None = None
+    data_dir: Path | None = None  # its database and files, when we started it
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -50,13 +51,14 @@ class ManagedServer:
         self.mqtt_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.dir = Path(tempfile.mkdtemp(prefix="devicecloud-bench-"))
+        self.data_dir = self.dir / "data"
         self.log_path = self.dir / "server.log"
         self.extra_args = extra_args
         self.process: subprocess.Popen[bytes] | None = None
 
     async def start(self, timeout: float = 30.0) -> None:
         command = [sys.executable, "-m", "devicecloud", "serve", "--host", "127.0.0.1",
-                   "--http-port", str(self.port), "--data-dir", str(self.dir / "data"),
+                   "--http-port", str(self.port), "--data-dir", str(self.data_dir),
                    "--log-level", "warning", *self.extra_args]
         # The MQTT listener's port goes by variable: a build without MQTT ignores it.
         env = {**os.environ, "DEVICECLOUD_MQTT_PORT": str(self.mqtt_port)}
@@ -119,7 +121,8 @@ async def server_under_test(url: str | None, mqtt_port: int | None = None,
     try:
         await server.start()
         assert server.process is not None
-        target = Target(server.url, server.mqtt_port, server.process.pid, managed=True)
+        target = Target(server.url, server.mqtt_port, server.process.pid, managed=True,
+                        data_dir=server.data_dir)
         yield target
     finally:
         code = await server.stop()

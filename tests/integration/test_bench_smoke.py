@@ -31,3 +31,7 @@ def test_every_scenario_runs_tiny() -> None:
     idle = results["mqtt-idle"]["runs"][0]
     assert idle["connections"] == idle["baseline"]["connections"] > 0
     assert idle["rss_after_bytes"] > 0 and idle["baseline"]["rss_after_bytes"] > 0
+    soak = results["soak"]["runs"][0]
+    assert all(kind["ops"] > 0 for kind in soak["by_kind"].values()), soak["by_kind"]
+    assert len(soak["samples"]) >= 3 and soak["rss"]["max_bytes"] > 0
+    assert soak["disk"]["last_bytes"] > soak["disk"]["first_bytes"] > 0
