@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import os
 import secrets
@@ -35,6 +36,22 @@ def postgres_database(data_dir: Path, admin_url: str = POSTGRES_ADMIN_URL) -> st
         _created_databases.append((admin_url, name))
     base = admin_url.rsplit("/", 1)[0]
     return f"{base}/{name}"
+
+
+CLUSTER_POSTGRES = POSTGRES_ADMIN_URL or \
+    f"postgresql://{getpass.getuser()}@127.0.0.1:5432/postgres"
+"""The PostgreSQL that tests of several processes use on either run (they need a shared one)."""
+
+
+def postgres_problem(admin_url: str = CLUSTER_POSTGRES) -> str:
+    """Why PostgreSQL cannot be used at `admin_url`, or ""."""
+    import psycopg
+
+    try:
+        psycopg.connect(admin_url, connect_timeout=3).close()
+    except psycopg.Error as problem:
+        return f"PostgreSQL is not reachable at {admin_url} ({problem})"
+    return ""
 
 
 def database_url(data_dir: Path) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import json
 import signal
 import time
@@ -17,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from clients import WsDevice
-from conftest import POSTGRES_ADMIN_URL, Server, postgres_database, random_mac
+from conftest import CLUSTER_POSTGRES, Server, postgres_database, postgres_problem, random_mac
 from console_client import ConsoleUser
 from espai_support import Firmware, add_device, api, listed, new_tenant
 from mqtt_clients import RawMqtt
@@ -30,18 +28,11 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from devicecloud.server import STOP_DEADLINE
 
-ADMIN_URL = POSTGRES_ADMIN_URL or f"postgresql://{getpass.getuser()}@127.0.0.1:5432/postgres"
+ADMIN_URL = CLUSTER_POSTGRES
 
 
-def _postgres_problem() -> str:
-    try:
-        psycopg.connect(ADMIN_URL, connect_timeout=3).close()
-    except psycopg.Error as problem:
-        return f"PostgreSQL is not reachable at {ADMIN_URL} ({problem})"
-    return ""
 
-
-pytestmark = pytest.mark.skipif(bool(_postgres_problem()), reason=_postgres_problem() or "-")
+pytestmark = pytest.mark.skipif(bool(postgres_problem()), reason=postgres_problem() or "-")
 
 
 @dataclass

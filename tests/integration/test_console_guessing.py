@@ -6,16 +6,14 @@ and sessions ended everywhere by a password change or "log out everywhere"."""
 from __future__ import annotations
 
 import asyncio
-import getpass
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 from clients import WsDevice
-from conftest import POSTGRES_ADMIN_URL, Server, postgres_database
+from conftest import CLUSTER_POSTGRES, Server, postgres_database, postgres_problem
 from console_client import PASSWORD, ConsoleUser
 from redis.asyncio import Redis
 from services import PrivateRedis
@@ -33,19 +31,12 @@ from devicecloud.web.console.state import (
 )
 from devicecloud.web.console.throttle import Rule, Throttle, in_words
 
-ADMIN_URL = POSTGRES_ADMIN_URL or f"postgresql://{getpass.getuser()}@127.0.0.1:5432/postgres"
+ADMIN_URL = CLUSTER_POSTGRES
 LOCKED = re.compile(r"Too many failed log-ins\. Try again in \d+ minutes?\.")
 
 
-def _postgres_problem() -> str:
-    try:
-        psycopg.connect(ADMIN_URL, connect_timeout=3).close()
-    except psycopg.Error as problem:
-        return f"PostgreSQL is not reachable at {ADMIN_URL} ({problem})"
-    return ""
 
-
-needs_postgres = pytest.mark.skipif(bool(_postgres_problem()), reason=_postgres_problem() or "-")
+needs_postgres = pytest.mark.skipif(bool(postgres_problem()), reason=postgres_problem() or "-")
 
 
 def visitor(server: Server, address: str = "127.0.0.1") -> ConsoleUser:
