@@ -282,3 +282,21 @@ def test_openapi_marks_only_bodies_with_required_fields_required(quiet: Server) 
     reply = httpx.get(f"{quiet.url}/firmware/{'0' * 32}/a.bin")
     assert reply.status_code == 404
     assert reply.json() == {"success": False, "message": reply.json()["message"], "code": 404}
+
+
+def test_nul_characters_are_refused_clearly_on_either_engine(quiet: Server,
+                                                             tenant: Tenant) -> None:
+    """SQLite would keep a NUL in text and PostgreSQL refuses it: both answer the same."""
+    token = quiet.register()
+    doc = httpx.post(f"{quiet.url}/api/v2/{token}/add", json={"name": "a\0b", "value": 1}).json()
+    assert doc["code"] == 500 and "NUL" in doc["msg"], doc
+    assert names(quiet, token) == []
+    info = httpx.get(f"{quiet.url}/sdk/get_server_info_by_api_key",
+                     params={"api_key": "x\0y"}).json()
+    assert info["success"] is False, info
+    mac = random_mac()
+    add_device(quiet, tenant, mac)
+    rows = api(quiet, "/devices/list", {"device_id": mac}, tenant.open_api_key)["data"]
+    changed = api(quiet, "/devices/update", {"id": rows[0]["id"], "name": "a\0b"},
+                  tenant.open_api_key)
+    assert changed["success"] is False and "NUL" in changed["message"], changed

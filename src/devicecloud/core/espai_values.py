@@ -51,6 +51,8 @@ def text_of(value: object, name: str, limit: int) -> str:
         text = str(value)
     if len(text) > limit:
         raise InvalidRequest(f"参数错误:{name} 长度不能超过 {limit} 个字符")
+    if "\0" in text:
+        raise InvalidRequest(f"参数错误:{name} 不能包含 NUL 字符")
     return text
 
 

@@ -53,11 +53,13 @@ _UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9._()\- ]+")
 
 
 def check_name(name: object) -> str:
-    """A field name: a non-empty string of at most 128 characters."""
+    """A field name: a non-empty string of at most 128 characters, without NUL."""
     if not isinstance(name, str) or not name.strip():
         raise InvalidRequest("name cannot be empty")
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidRequest(f"name longer than {MAX_NAME_LENGTH} characters")
+    if "\0" in name:
+        raise InvalidRequest("name cannot contain NUL characters")
     return name
 
 

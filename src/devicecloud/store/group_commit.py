@@ -24,7 +24,7 @@ from itertools import groupby
 from operator import itemgetter
 from typing import Any, TypeVar
 
-from devicecloud.core.errors import Unavailable
+from devicecloud.core.errors import DeviceCloudError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class GroupCommitter:
             except Exception as error:
                 if self._rolled_back():
                     if len(batch) == 1:
-                        log.exception("database job failed")
+                        _log_failure(error)
                         return [(False, error)]
                     break  # one job spoiled the batch: run each alone, below
                 if committing or attempt == 2:  # the outcome is unknown, or the database is gone
@@ -156,8 +156,15 @@ class GroupCommitter:
             return True, result
         except Exception as error:  # handed to the caller, whose request fails alone
             self._rolled_back()
-            log.exception("database job failed")
+            _log_failure(error)
             return False, error
+
+
+def _log_failure(error: Exception) -> None:
+    """A job that broke a rule (a client's error) is the caller's to answer; anything else is
+    logged with its traceback."""
+    if not isinstance(error, DeviceCloudError):
+        log.error("database job failed", exc_info=error)
 
 
 def _settle(batch: list[Job], outcomes: list[tuple[bool, Any]]) -> None:

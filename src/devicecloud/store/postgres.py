@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import psycopg
 
+from devicecloud.core.errors import InvalidRequest
 from devicecloud.store.group_commit import GroupCommitter
 from devicecloud.store.reads import Readers
 from devicecloud.store.sqlite import SqlStore
@@ -35,7 +36,13 @@ class PgConnection:
 
     def execute(self, sql: str, params: Any = ()) -> psycopg.Cursor[Any]:
         cursor = self._conn.cursor()
-        cursor.execute(_translate(sql), params)
+        try:
+            cursor.execute(_translate(sql), params)
+        except psycopg.DataError as problem:
+            # SQLite keeps a NUL in text, PostgreSQL refuses it: a client's error either way.
+            if "NUL" in str(problem):
+                raise InvalidRequest("text cannot contain NUL (0x00) characters") from None
+            raise
         return cursor
 
     @property
