@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from clients import WsDevice
-from conftest import POSTGRES_ADMIN_URL, Server, database_url, random_mac
+from conftest import CLUSTER_POSTGRES, Server, postgres_database, postgres_problem, random_mac
 from espai_support import Tenant, colon_mac, listed, new_tenant
 from services import PrivateRedis
 
@@ -27,9 +27,8 @@ from devicecloud.core import espai_values as v
 ROUNDS = 30
 
 pytestmark = [
-    pytest.mark.skipif(not POSTGRES_ADMIN_URL,
-                       reason="races between processes need PostgreSQL: set "
-                              "DEVICECLOUD_TEST_POSTGRES (CI runs the suite on it too)"),
+    # Races between processes need a shared PostgreSQL, on the SQLite run of the suite too.
+    pytest.mark.skipif(bool(postgres_problem()), reason=postgres_problem() or "-"),
     pytest.mark.skipif(shutil.which("redis-server") is None,
                        reason="redis-server is not installed"),
 ]
@@ -40,7 +39,7 @@ def pair(tmp_path: Path) -> Iterator[tuple[Server, Server]]:
     redis = PrivateRedis(tmp_path)
     redis.start()
     data = tmp_path / "data"
-    env = {"DEVICECLOUD_DATABASE_URL": database_url(data)}
+    env = {"DEVICECLOUD_DATABASE_URL": postgres_database(data, CLUSTER_POSTGRES)}
     servers = [Server(data, extra_args=("--bus-url", redis.url), env=dict(env))
                for _ in range(2)]
     try:
