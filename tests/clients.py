@@ -51,3 +51,17 @@ class WsDevice:
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
+    """True if the server closes (or resets) the connection within `seconds`; what arrives
+    meanwhile is dropped."""
+    try:
+        async with asyncio.timeout(seconds):
+            while await reader.read(65536):
+                pass
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        pass
+    return True

@@ -10,6 +10,7 @@ import queue
 from typing import Any
 
 import paho.mqtt.client as paho
+from clients import closed_within
 
 from devicecloud.protocols import mqtt
 
@@ -71,13 +72,7 @@ class RawMqtt:
 
     async def closed_within(self, seconds: float) -> bool:
         """True if the server closes the connection within `seconds` (packets are skipped)."""
-        try:
-            async with asyncio.timeout(seconds):
-                while await self.reader.read(65536):
-                    pass
-        except TimeoutError:
-            return False
-        return True
+        return await closed_within(self.reader, seconds)
 
     async def close(self) -> None:
         self.writer.close()

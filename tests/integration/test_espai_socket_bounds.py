@@ -15,6 +15,7 @@ import httpx
 from conftest import Server, random_mac
 from espai_support import Firmware, Tenant, add_device, colon_mac, listed, new_tenant, wait_online
 
+from bench.stats import rss_bytes
 from devicecloud.core.espai_values import LOCAL_DATA_LIMIT
 from devicecloud.gateways.espai_ws import SEND_QUEUE_LIMIT
 
@@ -25,11 +26,7 @@ MB = 1024 * 1024
 
 def _rss_mb(server: Server) -> float:
     assert server.process is not None
-    with open(f"/proc/{server.process.pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
+    return rss_bytes(server.process.pid) / (1024 * 1024)
 
 
 def _silent_firmware(server: Server, mac: str, api_key: str) -> socket.socket:

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from clients import WsDevice
+from clients import WsDevice, closed_within
 from conftest import Server, random_mac
 from mqtt_clients import RawMqtt
 from websockets.asyncio.client import connect
@@ -21,6 +21,7 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
+from bench.stats import rss_bytes
 from devicecloud.protocols import mqtt
 
 PIPELINED = 16
@@ -184,15 +185,7 @@ class RawWs:
 
     async def closed_within(self, seconds: float) -> bool:
         """True if the server closes the connection within `seconds` (what arrives is dropped)."""
-        try:
-            async with asyncio.timeout(seconds):
-                while await self.reader.read(65536):
-                    pass
-        except TimeoutError:
-            return False
-        except ConnectionError:
-            pass
-        return True
+        return await closed_within(self.reader, seconds)
 
     async def close(self) -> None:
         self.writer.close()
@@ -226,11 +219,7 @@ async def test_a_reader_that_falls_behind_resumes_when_it_reads_again(server: Se
 
 def _rss_mb(server: Server) -> float:
     assert server.process is not None
-    with open(f"/proc/{server.process.pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
+    return rss_bytes(server.process.pid) / (1024 * 1024)
 
 
 async def _flood_pushes(server: Server, token: str, count: int, size: int) -> None:

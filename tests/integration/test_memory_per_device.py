@@ -11,17 +11,13 @@ import pytest
 from conftest import Server
 
 from bench.httpclient import RawConnection, ezdata_data, random_mac, register_body
+from bench.stats import rss_bytes
 
 BATCH = 8_000
 CONNECTIONS = 8
 ALLOWED_GROWTH = 2 * 1024 * 1024  # 8,000 devices cached at ~530 B took 4.2 MB
 
 
-def _rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 async def _register_and_look_up(server: Server, count: int) -> None:
@@ -48,9 +44,9 @@ async def test_registered_devices_cost_the_process_no_memory(lone_server: Server
     assert lone_server.process is not None
     pid = lone_server.process.pid
     await _register_and_look_up(lone_server, BATCH)  # the allocator settles
-    before = _rss(pid)
+    before = rss_bytes(pid)
     await _register_and_look_up(lone_server, BATCH)
-    growth = _rss(pid) - before
+    growth = rss_bytes(pid) - before
     print(f"RSS growth over {BATCH} more devices: {growth} bytes")
     assert growth < ALLOWED_GROWTH, f"{growth} bytes more after {BATCH} more devices"
     assert lone_server.stop() == 0
