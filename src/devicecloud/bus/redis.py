@@ -227,6 +227,10 @@ class RedisBus:
             pubsub: PubSub = self._client.pubsub()
             try:
                 await pubsub.subscribe(self._inbox, self._broadcast)
+                # The hello below says everything wanted: announcements queued meanwhile are moot
+                # (and would otherwise pile up for as long as Redis was away).
+                self._control = [m for m in self._control if "want" not in m and
+                                 "unwant" not in m]
                 since = now_ms()
                 await asyncio.wait_for(self._client.publish(self._broadcast, orjson.dumps(
                     {"from": self.instance, "hello": True, "want": list(self._wanted),
