@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import Server
+from support.server import Server
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Dialog, Page, ViewportSize

@@ -15,10 +15,10 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from clients import WsDevice
-from conftest import Server, random_mac
 from console_browser import DESKTOP, LIVE_WITHIN_MS, PHONE, ConsoleTab, chromium, screenshot
-from mqtt_clients import PahoDevice
+from support.clients import WsDevice
+from support.mqtt_clients import PahoDevice
+from support.server import Server, random_mac
 
 from devicecloud.web.console.qr import qr_png
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import httpx
-from conftest import Server, database_url
+from support.server import Server, database_url
 
 
 def create(data_dir: Path, *args: str,

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from clients import WsDevice
-from conftest import POSTGRES_ADMIN_URL, Server, database_url
-from console_client import ConsoleUser
+from support.clients import WsDevice
+from support.console_client import ConsoleUser
+from support.server import POSTGRES_ADMIN_URL, Server, database_url
 
 from devicecloud.store.sqlite import FIELDS_PER_DEVICE
 

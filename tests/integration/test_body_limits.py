@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Server, free_port, random_mac
-from services import Mosquitto, start_mosquitto
+from support.server import Server, free_port, random_mac
+from support.services import Mosquitto, start_mosquitto
 
 MB = 1024 * 1024
 HOOK_SECRET = secrets.token_hex(16)

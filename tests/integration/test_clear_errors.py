@@ -12,11 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
-from clients import WsDevice
-from conftest import Server, random_mac
-from console_client import ConsoleUser
-from espai_support import Tenant, add_device, api, new_tenant
-from mqtt_clients import RawMqtt
+from support.clients import WsDevice
+from support.console_client import ConsoleUser
+from support.espai import Tenant, add_device, api, new_tenant
+from support.mqtt_clients import RawMqtt
+from support.server import Server, random_mac
 from websockets.asyncio.client import connect
 
 from devicecloud.core.models import LARGEST_INT, MAX_DEPTH, SMALLEST_INT

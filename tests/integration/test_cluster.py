@@ -17,12 +17,12 @@ from typing import Any
 
 import httpx
 import pytest
-from clients import WsDevice
-from conftest import CLUSTER_POSTGRES, Server, postgres_database, postgres_problem, random_mac
-from console_client import ConsoleUser
-from espai_support import Firmware, add_device, api, listed, new_tenant
-from mqtt_clients import RawMqtt
-from services import PrivateRedis
+from support.clients import WsDevice
+from support.console_client import ConsoleUser
+from support.espai import Firmware, add_device, api, listed, new_tenant
+from support.mqtt_clients import RawMqtt
+from support.server import CLUSTER_POSTGRES, Server, postgres_database, postgres_problem, random_mac
+from support.services import PrivateRedis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 

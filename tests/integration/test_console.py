@@ -14,10 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
-from clients import WsDevice
-from conftest import Server, random_mac
-from console_client import PASSWORD, ConsoleUser
-from mqtt_clients import PahoDevice
+from support.clients import WsDevice
+from support.console_client import PASSWORD, ConsoleUser
+from support.mqtt_clients import PahoDevice
+from support.server import Server, random_mac
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 

@@ -7,8 +7,8 @@ import html
 import re
 
 import httpx
-from conftest import Server
-from console_client import ConsoleUser
+from support.console_client import ConsoleUser
+from support.server import Server
 
 
 def _agents_page(user: ConsoleUser) -> str:

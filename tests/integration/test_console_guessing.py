@@ -12,12 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from clients import WsDevice
-from conftest import CLUSTER_POSTGRES, Server, postgres_database, postgres_problem
-from console_client import PASSWORD, ConsoleUser
 from redis.asyncio import Redis
-from services import PrivateRedis
 from starlette.requests import Request
+from support.clients import WsDevice
+from support.console_client import PASSWORD, ConsoleUser
+from support.server import CLUSTER_POSTGRES, Server, postgres_database, postgres_problem
+from support.services import PrivateRedis
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from conftest import database_url
 from starlette.responses import Response
+from support.server import database_url
 
 from devicecloud.app import open_store
 from devicecloud.blobs.disk import DiskBlobs

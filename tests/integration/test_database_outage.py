@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from clients import WsDevice
-from conftest import POSTGRES_ADMIN_URL, Server, postgres_database
+from support.clients import WsDevice
+from support.server import POSTGRES_ADMIN_URL, Server, postgres_database
 
 ADMIN_URL = POSTGRES_ADMIN_URL or f"postgresql://{getpass.getuser()}@127.0.0.1:5432/postgres"
 

@@ -6,9 +6,8 @@ import asyncio
 
 import httpx
 import pytest
-from clients import WsDevice
-from conftest import Server, random_mac
-from espai_support import (
+from support.clients import WsDevice
+from support.espai import (
     Firmware,
     Tenant,
     add_device,
@@ -19,6 +18,7 @@ from espai_support import (
     new_tenant,
     wait_online,
 )
+from support.server import Server, random_mac
 
 SEED_RECORD_KEYS = [
     "id", "create_time", "update_time", "sort", "ext1", "ext2", "ext3", "name", "user_id",

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import database_url
 from starlette.testclient import TestClient
+from support.server import database_url
 
 from devicecloud.app import create_app
 from devicecloud.config import Settings

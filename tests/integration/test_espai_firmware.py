@@ -12,9 +12,8 @@ import pytest
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from clients import WsDevice
-from conftest import Server, random_mac
-from espai_support import (
+from support.clients import WsDevice
+from support.espai import (
     Firmware,
     Tenant,
     add_device,
@@ -24,6 +23,7 @@ from espai_support import (
     new_tenant,
     wait_online,
 )
+from support.server import Server, random_mac
 
 from devicecloud.store import migrate
 

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Server
-from espai_support import Firmware, Tenant, add_device, listed, new_tenant, set_public_id
+from support.espai import Firmware, Tenant, add_device, listed, new_tenant, set_public_id
+from support.server import Server
 
 EXAMPLES = Path(__file__).parents[1] / "espai_node"
 SEED_URL = "https://api.espai.fun"

@@ -12,8 +12,8 @@ import time
 from urllib.parse import urlencode
 
 import httpx
-from conftest import Server, random_mac
-from espai_support import Firmware, Tenant, add_device, colon_mac, listed, new_tenant, wait_online
+from support.espai import Firmware, Tenant, add_device, colon_mac, listed, new_tenant, wait_online
+from support.server import Server, random_mac
 
 from bench.stats import rss_bytes
 from devicecloud.core.espai_values import LOCAL_DATA_LIMIT

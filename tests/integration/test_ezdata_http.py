@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from clients import WsDevice
-from conftest import Server, random_mac
+from support.clients import WsDevice
+from support.server import Server, random_mac
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 

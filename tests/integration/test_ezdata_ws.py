@@ -8,8 +8,8 @@ import time
 
 import httpx
 import pytest
-from clients import WsDevice
-from conftest import Server
+from support.clients import WsDevice
+from support.server import Server
 from websockets.exceptions import ConnectionClosed
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Server, random_mac
-from espai_support import Firmware, Tenant, add_device, api, new_tenant
+from support.espai import Firmware, Tenant, add_device, api, new_tenant
+from support.server import Server, random_mac
 
 IMAGE = b"\x7fELF" + bytes(range(256)) * 16
 

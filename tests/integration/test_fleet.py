@@ -28,11 +28,11 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from clients import WsDevice
-from conftest import POSTGRES_ADMIN_URL, Server, free_port, postgres_database, random_mac
-from console_client import ConsoleUser
-from mqtt_clients import RawMqtt
-from services import Mosquitto, PrivateRedis, start_mosquitto
+from support.clients import WsDevice
+from support.console_client import ConsoleUser
+from support.mqtt_clients import RawMqtt
+from support.server import POSTGRES_ADMIN_URL, Server, free_port, postgres_database, random_mac
+from support.services import Mosquitto, PrivateRedis, start_mosquitto
 from websockets.exceptions import ConnectionClosed
 
 from devicecloud.gateways.partition import REFRESH_SECONDS, SETTLE_SECONDS

@@ -8,8 +8,8 @@ import json
 import signal
 
 import httpx
-from clients import WsDevice
-from conftest import Server
+from support.clients import WsDevice
+from support.server import Server
 from websockets.exceptions import ConnectionClosed
 
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-from clients import WsDevice, closed_within
-from conftest import Server, random_mac
-from mqtt_clients import RawMqtt
+from support.clients import WsDevice, closed_within
+from support.mqtt_clients import RawMqtt
+from support.server import Server, random_mac
 from websockets.asyncio.client import connect
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode

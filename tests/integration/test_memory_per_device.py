@@ -8,7 +8,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from conftest import Server
+from support.server import Server
 
 from bench.httpclient import RawConnection, ezdata_data, random_mac, register_body
 from bench.stats import rss_bytes

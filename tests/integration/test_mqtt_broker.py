@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Server, free_port, random_mac
-from mqtt_clients import PahoDevice, RawMqtt
-from services import Mosquitto, start_mosquitto
+from support.mqtt_clients import PahoDevice, RawMqtt
+from support.server import Server, free_port, random_mac
+from support.services import Mosquitto, start_mosquitto
 
 from devicecloud.protocols import mqtt
 

@@ -9,9 +9,9 @@ import time
 
 import httpx
 import pytest
-from clients import WsDevice
-from conftest import Server, random_mac
-from mqtt_clients import PahoDevice, RawMqtt, client_id
+from support.clients import WsDevice
+from support.mqtt_clients import PahoDevice, RawMqtt, client_id
+from support.server import Server, random_mac
 
 from devicecloud.protocols import mqtt
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from clients import WsDevice
-from conftest import Server, random_mac
-from espai_support import add_device, new_tenant, wait_online
-from services import PrivateRedis
+from support.clients import WsDevice
+from support.espai import add_device, new_tenant, wait_online
+from support.server import Server, random_mac
+from support.services import PrivateRedis
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server is not installed")

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import schemathesis
-from conftest import Server, random_mac
-from espai_support import Tenant, add_device, new_tenant
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode, checks
 from schemathesis.schemas import APIOperation
+from support.espai import Tenant, add_device, new_tenant
+from support.server import Server, random_mac
 
 from devicecloud.web import espai_http, openapi
 

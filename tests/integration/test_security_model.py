@@ -7,10 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from clients import WsDevice
-from conftest import Server, random_mac
-from console_client import ConsoleUser
-from espai_support import add_device, api, listed, new_tenant
+from support.clients import WsDevice
+from support.console_client import ConsoleUser
+from support.espai import add_device, api, listed, new_tenant
+from support.server import Server, random_mac
 
 
 def _register(server: Server, mac: str) -> httpx.Response:

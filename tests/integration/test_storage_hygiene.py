@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Server
-from espai_support import api, new_tenant
+from support.espai import api, new_tenant
+from support.server import Server
 
 
 def blobs(server: Server) -> set[str]:

@@ -17,10 +17,10 @@ from typing import Any
 
 import httpx
 import pytest
-from clients import WsDevice
-from conftest import CLUSTER_POSTGRES, Server, postgres_database, postgres_problem, random_mac
-from espai_support import Tenant, colon_mac, listed, new_tenant
-from services import PrivateRedis
+from support.clients import WsDevice
+from support.espai import Tenant, colon_mac, listed, new_tenant
+from support.server import CLUSTER_POSTGRES, Server, postgres_database, postgres_problem, random_mac
+from support.services import PrivateRedis
 
 from devicecloud.core import espai_values as v
 

@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
-from conftest import Server, random_mac
-from mqtt_clients import RawMqtt
+from support.mqtt_clients import RawMqtt
+from support.server import Server, random_mac
 
 from devicecloud.gateways.http_protocol import HEADER_LIMIT, HEADER_TIMEOUT
 from devicecloud.server import KEEP_ALIVE_TIMEOUT

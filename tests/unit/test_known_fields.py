@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from conftest import database_url
+from support.server import database_url
 
 from devicecloud.app import open_store
 from devicecloud.config import Settings

@@ -11,8 +11,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import free_port
 from redis import Redis
+
+from support.server import free_port
 
 DEPLOY = Path(__file__).parents[1] / "deploy" / "mosquitto"
 SERVICE_PASSWORD = "s3cret-service-password"

@@ -16,8 +16,9 @@ from urllib.parse import urlencode
 
 import httpx
 import sqlalchemy
-from conftest import Server
 from websockets.asyncio.client import ClientConnection, connect
+
+from support.server import Server
 
 
 def cli(server: Server, *args: str) -> Any:

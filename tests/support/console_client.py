@@ -8,7 +8,8 @@ import secrets
 from typing import Any
 
 import httpx
-from conftest import Server
+
+from support.server import Server
 
 PASSWORD = "correct horse battery"
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')

@@ -10,9 +10,9 @@ import queue
 from typing import Any
 
 import paho.mqtt.client as paho
-from clients import closed_within
 
 from devicecloud.protocols import mqtt
+from support.clients import closed_within
 
 
 def client_id(mac: str, style: str = "ez") -> str:

@@ -1,0 +1,1 @@
+"""What the tests share: servers, outside services, and clients of every protocol."""
