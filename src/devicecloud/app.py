@@ -33,6 +33,7 @@ from devicecloud.gateways.partition import LiveMembers, Partition, StaticPartiti
 from devicecloud.gateways.presence import LocalPresence, RedisPresence
 from devicecloud.gateways.resync import Resync
 from devicecloud.limits import limits_of
+from devicecloud.protocols.ezdata_mqtt import push_size
 from devicecloud.store import migrate
 from devicecloud.store.postgres import PostgresStore
 from devicecloud.store.sqlite import SqliteStore, SqlStore
@@ -142,7 +143,7 @@ def create_app(settings: Settings) -> Starlette:
         store = await open_store(settings)
         bus = await open_bus(settings)
         app.state.bus = bus
-        cloud = DeviceCloud(store, bus, DiskBlobs(settings.files_dir))
+        cloud = DeviceCloud(store, bus, DiskBlobs(settings.files_dir), downlink_size=push_size)
         hub = Hub(bus)
         resync = Resync(cloud, hub)
         if isinstance(bus, RedisBus):

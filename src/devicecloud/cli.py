@@ -22,6 +22,7 @@ from devicecloud.core.models import Account
 from devicecloud.core.service import DeviceCloud
 from devicecloud.gateways.hub import Hub
 from devicecloud.gateways.presence import LocalPresence
+from devicecloud.protocols.ezdata_mqtt import push_size
 from devicecloud.server import serve_one, serve_workers, workers_problem
 
 
@@ -75,7 +76,7 @@ def _run_espai(args: argparse.Namespace, work: Callable[[EspAi, Account], Awaita
             if found is None:
                 raise NotFound(f"no account with the email {args.account}")
             bus = MemoryBus()
-            cloud = DeviceCloud(store, bus, DiskBlobs(settings.files_dir))
+            cloud = DeviceCloud(store, bus, DiskBlobs(settings.files_dir), downlink_size=push_size)
             presence = LocalPresence(Hub(bus))  # no connections outside a server
             return await work(EspAi(store, bus, cloud.blobs, cloud, presence), found[0])
         finally:

@@ -21,6 +21,7 @@ from devicecloud.core.errors import Conflict, InvalidRequest, NotFound
 from devicecloud.core.events import DeviceBound, Event
 from devicecloud.core.models import HistoryEntry
 from devicecloud.core.service import DeviceCloud
+from devicecloud.protocols.ezdata_mqtt import push_size
 from devicecloud.web.console.chart import numeric_chart
 from devicecloud.web.console.forms import kind_of, parse_value, shown
 from devicecloud.web.console.rendering import preview_path
@@ -30,7 +31,7 @@ from devicecloud.web.console.sessions import COOKIE_NAME, Session, SessionCookie
 @pytest.fixture
 async def cloud(tmp_path: Path) -> AsyncIterator[DeviceCloud]:
     store = await open_store(Settings(data_dir=tmp_path, database_url=database_url(tmp_path)))
-    yield DeviceCloud(store, MemoryBus(), DiskBlobs(tmp_path / "files"))
+    yield DeviceCloud(store, MemoryBus(), DiskBlobs(tmp_path / "files"), downlink_size=push_size)
     await store.close()
 
 

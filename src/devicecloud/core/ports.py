@@ -71,19 +71,21 @@ class Store(Protocol):
         """Record that the device was seen at `now`."""
         ...
 
-    async def add_field(self, device_id: int, name: str, value: Any, data_type: str,
-                        permissions: str, ids: tuple[str, str], now: int) -> Field:
-        """Insert a field; a taken name becomes `name(1)`, `name(2)`, ... Conflict if the device
-        already holds the most fields a device may (`FIELDS_PER_DEVICE`, 1,000)."""
+    async def add_field(self, device_id: int, name: str, value: Any, encoded: bytes,
+                        data_type: str, permissions: str, ids: tuple[str, str],
+                        now: int) -> Field:
+        """Insert a field (`encoded` is the value's JSON); a taken name becomes `name(1)`,
+        `name(2)`, ... Conflict if the device already holds the most fields a device may
+        (`FIELDS_PER_DEVICE`, 1,000)."""
         ...
 
-    async def modify_field(self, device_id: int, name: str, value: Any, data_type: str | None,
-                           now: int) -> Field | None:
+    async def modify_field(self, device_id: int, name: str, value: Any, encoded: bytes,
+                           data_type: str | None, now: int) -> Field | None:
         """Set an existing field's value (and type if given); None if no such name."""
         ...
 
-    async def upsert_field(self, device_id: int, name: str, value: Any, data_type: str,
-                           permissions: str, ids: tuple[str, str],
+    async def upsert_field(self, device_id: int, name: str, value: Any, encoded: bytes,
+                           data_type: str, permissions: str, ids: tuple[str, str],
                            now: int) -> tuple[Field, bool]:
         """Modify the field of that name, or add it (Conflict if the device is full, as for
         `add_field`); True when it was added."""

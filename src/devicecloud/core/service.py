@@ -6,9 +6,8 @@ import contextlib
 import mimetypes
 import posixpath
 import re
+from collections.abc import Callable
 from typing import Any
-
-import orjson
 
 from devicecloud.core import pairing
 from devicecloud.core.errors import (
@@ -63,12 +62,14 @@ def check_name(name: object) -> str:
     return name
 
 
-def check_value(value: Any) -> Any:
-    """A field value: a JSON value nested at most `MAX_DEPTH` deep, its integers within 64 bits
-    (`encode_value`), whose encoding fits in 60 KB."""
-    if len(encode_value(value)) > MAX_VALUE_BYTES:
+def check_value(value: Any) -> bytes:
+    """The JSON encoding of a field value (the only one made before the commit): a JSON value
+    nested at most `MAX_DEPTH` deep, its integers within 64 bits (`encode_value`), whose
+    encoding fits in 60 KB."""
+    encoded = encode_value(value)
+    if len(encoded) > MAX_VALUE_BYTES:
         raise TooLarge(f"value larger than {MAX_VALUE_BYTES} bytes")
-    return value
+    return encoded
 
 
 def check_page(page: int, size: int) -> tuple[int, int]:
@@ -79,38 +80,16 @@ def check_page(page: int, size: int) -> tuple[int, int]:
     return max(page, 1), max(1, min(size, MAX_HISTORY_SIZE))
 
 
-def _push_envelope(token: str, name: str, value: Any) -> int:
-    """The exact size of the MQTT push announcing field `name` = `value` (see `push_size`)."""
-    record = Field("0" * 32, "0" * 32, 0, name, value, "string", "0", 10**13, 10**13)
-    envelope = {"body": record.record(), "cmd": 107, "code": 200, "msg": "OK", "value": value}
-    return 5 + len(f"$ezdata/{token}/down") + len(orjson.dumps(envelope))
-
-
-# The push's size is a constant for the token's length plus the name's JSON once and the value's
-# JSON twice (in the record and at the top level): the hot path computes just those two.
-_PUSH_BASE = _push_envelope("", "", None) - len(b'""') - 2 * len(b"null")
-
-
-def push_size(device: Device, name: str, value: Any) -> int:
-    """The size of the largest downlink a change of field `name` to `value` causes: an MQTT push
-    (PUBLISH header, down topic, the record and the value again at the top level)."""
-    return (_PUSH_BASE + len(device.token.encode()) + len(orjson.dumps(name)) +
-            2 * len(orjson.dumps(value)))
-
-
-def check_downlink(device: Device, name: object, value: Any) -> None:
-    """TooLarge if the change would cause a push larger than the device accepts."""
-    limit = device.downlink_limit
-    if limit and isinstance(name, str) and push_size(device, name, value) > limit:
-        raise TooLarge(f"the push for this change would exceed the device's {limit}-byte "
-                       "message limit")
-
-
 def safe_file_name(raw: str) -> str:
     """The base name of a client-supplied path, reduced to harmless characters."""
     base = posixpath.basename(raw.replace("\\", "/")).strip()
     base = _UNSAFE_FILE_CHARS.sub("_", base).lstrip(".")
     return base[:100] or "file"
+
+
+DownlinkSize = Callable[[str, str, bytes], int]
+"""The size in bytes of the largest message a device (by token) is sent when its field `name`
+takes a value (given JSON-encoded); the transports' rule, given by the composition root."""
 
 
 class DeviceCloud:
@@ -122,10 +101,12 @@ class DeviceCloud:
     its `Device` and follows it through the bus (`DeviceUpdated`).
     """
 
-    def __init__(self, store: Store, bus: Bus, blobs: Blobs) -> None:
+    def __init__(self, store: Store, bus: Bus, blobs: Blobs, *,
+                 downlink_size: DownlinkSize) -> None:
         self.store = store
         self.bus = bus
         self.blobs = blobs
+        self.downlink_size = downlink_size
 
     # devices -------------------------------------------------------------------------------
 
@@ -225,9 +206,10 @@ class DeviceCloud:
                         permissions: str = "0", source: str = "device",
                         origin: object = None) -> Field:
         """Add a field; a name already taken is stored as `name(1)`, `name(2)`, ..."""
-        check_downlink(device, name, value)
+        checked, encoded = check_name(name), check_value(value)
+        self._check_downlink(device, checked, encoded)
         field = await self.store.add_field(
-            device.id, check_name(name), check_value(value), data_type_of(value, data_type),
+            device.id, checked, value, encoded, data_type_of(value, data_type),
             permissions, (new_token(), new_token()), now_ms())
         self._announce(device, Change.ADDED, field, source, origin)
         return field
@@ -236,12 +218,10 @@ class DeviceCloud:
                            data_type: object = None, source: str = "device",
                            origin: object = None) -> Field:
         """Change an existing field's value; an unknown name is NotFound."""
-        checked = check_name(name)
-        check_downlink(device, checked, value)
+        checked, encoded = check_name(name), check_value(value)
+        self._check_downlink(device, checked, encoded)
         field = await self.store.modify_field(
-            device.id, checked, check_value(value),
-            data_type_of(value, data_type),
-            now_ms())
+            device.id, checked, value, encoded, data_type_of(value, data_type), now_ms())
         if field is None:
             raise NotFound(f"no data named {checked!r}")
         self._announce(device, Change.MODIFIED, field, source, origin)
@@ -253,9 +233,10 @@ class DeviceCloud:
                            change: Change | None = None) -> Field:
         """Set the field of that name, creating it if needed (the REST API's `add`)."""
         perms = permissions if isinstance(permissions, str) and permissions else "0"
-        check_downlink(device, name, value)
+        checked, encoded = check_name(name), check_value(value)
+        self._check_downlink(device, checked, encoded)
         field, added = await self.store.upsert_field(
-            device.id, check_name(name), check_value(value), data_type_of(value, data_type),
+            device.id, checked, value, encoded, data_type_of(value, data_type),
             perms[:8], (new_token(), new_token()), now_ms())
         kind = change or (Change.ADDED if added else Change.MODIFIED)
         self._announce(device, kind, field, source, origin)
@@ -313,7 +294,7 @@ class DeviceCloud:
         size = len(data) if isinstance(data, bytes) else data.size
         stored = StoredFile(new_token(), device.id, checked, base, content_type, size, now_ms())
         url = f"{base_url}/files/{stored.id}/{base}"
-        check_downlink(device, checked, url)
+        self._check_downlink(device, checked, encode_value(url))
         if isinstance(data, bytes):
             await self.blobs.put(stored.id, data)
         else:
@@ -339,6 +320,13 @@ class DeviceCloud:
         if stored is None:
             raise NotFound("no such file")
         return stored
+
+    def _check_downlink(self, device: Device, name: str, encoded: bytes) -> None:
+        """TooLarge if the change would cause a message larger than the device accepts."""
+        limit = device.downlink_limit
+        if limit and self.downlink_size(device.token, name, encoded) > limit:
+            raise TooLarge(f"the push for this change would exceed the device's {limit}-byte "
+                           "message limit")
 
     def _announce(self, device: Device, change: Change, field: Field, source: str,
                   origin: object) -> None:

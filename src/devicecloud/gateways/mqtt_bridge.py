@@ -26,7 +26,7 @@ from devicecloud.gateways.mqtt_listener import DOWNLINK_LIMIT
 from devicecloud.gateways.outbox import Outbox, Payload
 from devicecloud.gateways.partition import Partition, StaticPartition
 from devicecloud.protocols import broker_events, ezdata, mqtt
-from devicecloud.protocols.ezdata import down_topic
+from devicecloud.protocols.ezdata_mqtt import down_topic
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from devicecloud.gateways.device_session import DeviceSession
 from devicecloud.gateways.hub import Hub
 from devicecloud.gateways.outbox import Outbox, Payload
 from devicecloud.protocols import ezdata, mqtt
-from devicecloud.protocols.ezdata import client_id_matches, down_topic, up_topic
+from devicecloud.protocols.ezdata_mqtt import client_id_matches, down_topic, up_topic
 from devicecloud.protocols.mqtt import ConnackCode
 
 log = logging.getLogger(__name__)

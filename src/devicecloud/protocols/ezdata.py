@@ -143,18 +143,3 @@ def reply(cmd: int, body: Any, value: Any = None, with_value: bool = False) -> b
 def error(message: str, cmd: int = ERROR_CMD) -> bytes:
     """An error envelope: code 500, a readable msg, data null."""
     return orjson.dumps({"cmd": cmd, "code": 500, "msg": message, "data": None})
-
-
-# EzData over MQTT -------------------------------------------------------------------------------
-
-def up_topic(token: str) -> str:
-    return f"$ezdata/{token}/up"
-
-
-def down_topic(token: str) -> str:
-    return f"$ezdata/{token}/down"
-
-
-def client_id_matches(client_id: str, mac: str) -> bool:
-    """`ez{mac}ez` or `m5{mac}m5`, the MAC compared case-insensitively."""
-    return client_id.lower() in (f"ez{mac}ez", f"m5{mac}m5")

@@ -187,11 +187,10 @@ def _full(conn: sqlite3.Connection, device_id: int) -> bool:
 
 
 def _insert_field(conn: sqlite3.Connection, device_id: int, name: str, value: Any,
-                  data_type: str, permissions: str, ids: tuple[str, str],
+                  encoded: str, data_type: str, permissions: str, ids: tuple[str, str],
                   now: int) -> Field | None:
     """Insert the field unless the name is taken (perhaps just now, by another process: the
     unique index decides, and the transaction goes on); None if it is."""
-    encoded = orjson.dumps(value).decode()
     cursor = conn.execute(
         f"INSERT INTO fields ({_FIELD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (device_id, name) DO NOTHING",
@@ -206,8 +205,9 @@ def _candidates(name: str, start: int) -> list[str]:
     return [name if n == 0 else f"{name}({n})" for n in range(start, start + _PROBES)]
 
 
-def _add_field(conn: sqlite3.Connection, device_id: int, name: str, value: Any, data_type: str,
-               permissions: str, ids: tuple[str, str], now: int) -> Field | None:
+def _add_field(conn: sqlite3.Connection, device_id: int, name: str, value: Any, encoded: str,
+               data_type: str, permissions: str, ids: tuple[str, str],
+               now: int) -> Field | None:
     """Insert under the first free name of `name`, `name(1)`, ...; None if the device is full.
     The names are looked up by the (device, name) index, 32 per statement."""
     if _full(conn, device_id):
@@ -220,16 +220,15 @@ def _add_field(conn: sqlite3.Connection, device_id: int, name: str, value: Any, 
             (device_id, *names))}
         for candidate in names:
             if candidate not in taken:
-                field = _insert_field(conn, device_id, candidate, value, data_type, permissions,
-                                      ids, now)
+                field = _insert_field(conn, device_id, candidate, value, encoded, data_type,
+                                      permissions, ids, now)
                 if field is not None:
                     return field
         start += _PROBES
 
 
 def _modify_field(conn: sqlite3.Connection, device_id: int, name: str, value: Any,
-                  data_type: str | None, now: int) -> Field | None:
-    encoded = orjson.dumps(value).decode()
+                  encoded: str, data_type: str | None, now: int) -> Field | None:
     row = conn.execute(
         "UPDATE fields SET value = ?, data_type = COALESCE(?, data_type), updated_at = ? "
         f"WHERE device_id = ? AND name = ? RETURNING {_FIELD_COLUMNS}",
@@ -281,21 +280,22 @@ def _modify_known(conn: sqlite3.Connection, changes: list[KnownChange]) -> list[
     if _run_rows(conn, _SET_VALUES, latest) == len(latest):
         _run_rows(conn, _ADD_HISTORY, rows)
         return [change[1] for change in changes]
-    return [_modify_field(conn, f.device_id, f.name, f.value, f.data_type, f.updated_at)
-            for _, f in changes]
+    return [_modify_field(conn, f.device_id, f.name, f.value, row[1], f.data_type, f.updated_at)
+            for row, f in changes]
 
 
 def _upsert_field(conn: sqlite3.Connection, device_id: int, name: str, value: Any,
-                  data_type: str, permissions: str, ids: tuple[str, str],
+                  encoded: str, data_type: str, permissions: str, ids: tuple[str, str],
                   now: int) -> tuple[Field, bool] | None:
     """Modify the field or add it (True); None if it is new and the device is full."""
     while True:
-        field = _modify_field(conn, device_id, name, value, data_type, now)
+        field = _modify_field(conn, device_id, name, value, encoded, data_type, now)
         if field is not None:
             return field, False
         if _full(conn, device_id):
             return None
-        added = _insert_field(conn, device_id, name, value, data_type, permissions, ids, now)
+        added = _insert_field(conn, device_id, name, value, encoded, data_type, permissions,
+                              ids, now)
         if added is not None:
             return added, True
         # Another process added the name meanwhile: modify that one.
@@ -445,38 +445,39 @@ class SqlStore(EspAiSqlite, FilesSqlite):
     async def touch(self, device_id: int, now: int) -> None:
         await self._writer.call(_touch, device_id, now)
 
-    async def add_field(self, device_id: int, name: str, value: Any, data_type: str,
-                        permissions: str, ids: tuple[str, str], now: int) -> Field:
-        field = await self._writer.call(_add_field, device_id, name, value, data_type,
-                                        permissions, ids, now)
+    async def add_field(self, device_id: int, name: str, value: Any, encoded: bytes,
+                        data_type: str, permissions: str, ids: tuple[str, str],
+                        now: int) -> Field:
+        field = await self._writer.call(_add_field, device_id, name, value, encoded.decode(),
+                                        data_type, permissions, ids, now)
         if field is None:
             raise Conflict(_FULL)
         self._remember(field)
         return field
 
-    async def modify_field(self, device_id: int, name: str, value: Any, data_type: str | None,
-                           now: int) -> Field | None:
+    async def modify_field(self, device_id: int, name: str, value: Any, encoded: bytes,
+                           data_type: str | None, now: int) -> Field | None:
         known = self._known.get((device_id, name))
         if known is None or data_type is None:
-            field = await self._writer.call(_modify_field, device_id, name, value, data_type, now)
+            field = await self._writer.call(_modify_field, device_id, name, value,
+                                            encoded.decode(), data_type, now)
             self._remember(field)
             return field
         fid, data_token, permissions, created = known
-        encoded = orjson.dumps(value).decode()
         expected = Field(fid, data_token, device_id, name, value, data_type, permissions, created,
                          now)
-        change: KnownChange = ((fid, encoded, data_type, now), expected)
+        change: KnownChange = ((fid, encoded.decode(), data_type, now), expected)
         field = await self._writer.call_batched(_modify_known, change)
         if field is not expected:
             self._known.pop((device_id, name), None)
             self._remember(field)
         return field
 
-    async def upsert_field(self, device_id: int, name: str, value: Any, data_type: str,
-                           permissions: str, ids: tuple[str, str],
+    async def upsert_field(self, device_id: int, name: str, value: Any, encoded: bytes,
+                           data_type: str, permissions: str, ids: tuple[str, str],
                            now: int) -> tuple[Field, bool]:
-        done = await self._writer.call(_upsert_field, device_id, name, value, data_type,
-                                       permissions, ids, now)
+        done = await self._writer.call(_upsert_field, device_id, name, value, encoded.decode(),
+                                       data_type, permissions, ids, now)
         if done is None:
             raise Conflict(_FULL)
         self._remember(done[0])

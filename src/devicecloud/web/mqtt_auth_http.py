@@ -23,7 +23,7 @@ from devicecloud.config import Settings
 from devicecloud.core.errors import DeviceCloudError, TooLarge
 from devicecloud.core.service import DeviceCloud
 from devicecloud.gateways.mqtt_client import BrokerAddress
-from devicecloud.protocols.ezdata import client_id_matches, down_topic, up_topic
+from devicecloud.protocols.ezdata_mqtt import client_id_matches, down_topic, up_topic
 from devicecloud.web.responses import json_response
 from devicecloud.web.uploads import read_body
 
