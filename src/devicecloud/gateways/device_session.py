@@ -16,7 +16,7 @@ from devicecloud.core.service import DeviceCloud
 from devicecloud.gateways.hub import Hub, push_body
 from devicecloud.gateways.outbox import Outbox, Slot
 from devicecloud.protocols import ezdata
-from devicecloud.protocols.ezdata import Login, ProtocolError, Request
+from devicecloud.protocols.ezdata import Command, Login, ProtocolError, Request
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class DeviceSession:
                     event.change.value, body, body["value"], self.value_on_top))
         elif isinstance(event, DeviceBound):
             body = {"deviceToken": event.device_token, "userName": event.display_name}
-            self.outbox.push("\0bound", ezdata.reply(106, body))
+            self.outbox.push("\0bound", ezdata.reply(Command.BOUND, body))
         elif isinstance(event, DeviceUpdated) and self.device is not None:
             self.device.downlink_limit = event.downlink_limit
 
@@ -167,7 +167,7 @@ class DeviceSession:
 
     async def _serve(self, slot: Slot, request: Request) -> None:
         try:
-            answer = await self._dispatch(request)
+            answer = await _HANDLERS[request.cmd](self, self._speaker(request), request)
         except ProtocolError as problem:
             answer = ezdata.error(str(problem), problem.cmd)
         except DeviceCloudError as problem:
@@ -177,36 +177,68 @@ class DeviceSession:
             answer = ezdata.error("internal error", request.cmd)
         self.outbox.answer(slot, answer)
 
-    def _one(self, cmd: int, field: Field, body: Any) -> bytes:
-        return ezdata.reply(cmd, body, field.value, self.value_on_top)
-
-    async def _dispatch(self, request: Request) -> bytes:
+    def _speaker(self, request: Request) -> Device:
+        """The device the request speaks for: the one logged in, if the token names it."""
         device = self.device
-        cmd, body = request.cmd, request.body
         if device is None:
-            raise ProtocolError('not logged in: send {"deviceToken": "..."} first', cmd)
+            raise ProtocolError('not logged in: send {"deviceToken": "..."} first', request.cmd)
         if request.token is not None and request.token != device.token:
-            raise ProtocolError("deviceToken does not match this connection's login", cmd)
-        cloud = self.cloud
-        if cmd == 103:
-            return ezdata.reply(103, [f.record() for f in await cloud.list_fields(device)])
-        if cmd == 112:
-            return ezdata.reply(112, {"pairCode": await cloud.issue_pair_code(device)})
-        name = ezdata.require(body, "name", cmd)
-        if cmd == 104:
-            field = await cloud.get_field(device, name)
-            return self._one(104, field, field.record())
-        if cmd == 102:
-            field = await cloud.delete_field(device, name, origin=self)
-        elif cmd == 100:
-            field = await cloud.add_field(device, name, ezdata.require(body, "value", cmd),
-                                          data_type=body.get("dataType"), origin=self)
-        elif request.upsert:
-            field = await cloud.upsert_field(device, name, ezdata.require(body, "value", cmd),
-                                             data_type=body.get("dataType"), source="device",
-                                             origin=self)
-        else:
-            field = await cloud.modify_field(device, name, ezdata.require(body, "value", cmd),
-                                             data_type=body.get("dataType"), origin=self)
+            raise ProtocolError("deviceToken does not match this connection's login", request.cmd)
+        return device
+
+    def _changed(self, cmd: Command, device: Device, field: Field) -> bytes:
+        """The answer to a write: the field's name and value as stored."""
         short = {"deviceToken": device.token, "name": field.name, "value": field.value}
-        return self._one(cmd, field, short)
+        return ezdata.reply(cmd, short, field.value, self.value_on_top)
+
+    async def _add(self, device: Device, request: Request) -> bytes:
+        body = request.body
+        name = ezdata.require(body, "name", Command.ADD)
+        field = await self.cloud.add_field(device, name, ezdata.require(body, "value", Command.ADD),
+                                           data_type=body.get("dataType"), origin=self)
+        return self._changed(Command.ADD, device, field)
+
+    async def _modify(self, device: Device, request: Request) -> bytes:
+        """MODIFY, or StamPLC's `set(...)`, which creates the field if need be."""
+        body = request.body
+        name = ezdata.require(body, "name", Command.MODIFY)
+        value = ezdata.require(body, "value", Command.MODIFY)
+        if request.upsert:
+            field = await self.cloud.upsert_field(device, name, value,
+                                                  data_type=body.get("dataType"),
+                                                  source="device", origin=self)
+        else:
+            field = await self.cloud.modify_field(device, name, value,
+                                                  data_type=body.get("dataType"), origin=self)
+        return self._changed(Command.MODIFY, device, field)
+
+    async def _delete(self, device: Device, request: Request) -> bytes:
+        name = ezdata.require(request.body, "name", Command.DELETE)
+        field = await self.cloud.delete_field(device, name, origin=self)
+        return self._changed(Command.DELETE, device, field)
+
+    async def _list(self, device: Device, request: Request) -> bytes:
+        fields = await self.cloud.list_fields(device)
+        return ezdata.reply(Command.LIST, [f.record() for f in fields])
+
+    async def _read(self, device: Device, request: Request) -> bytes:
+        field = await self.cloud.get_field(device, ezdata.require(request.body, "name",
+                                                                  Command.READ))
+        return ezdata.reply(Command.READ, field.record(), field.value, self.value_on_top)
+
+    async def _pair_code(self, device: Device, request: Request) -> bytes:
+        code = await self.cloud.issue_pair_code(device)
+        return ezdata.reply(Command.PAIR_CODE, {"pairCode": code})
+
+
+_Handler = Callable[[DeviceSession, Device, Request], Coroutine[Any, Any, bytes]]
+_HANDLERS: dict[int, _Handler] = {
+    Command.ADD: DeviceSession._add,
+    Command.MODIFY: DeviceSession._modify,
+    Command.DELETE: DeviceSession._delete,
+    Command.LIST: DeviceSession._list,
+    Command.READ: DeviceSession._read,
+    Command.PAIR_CODE: DeviceSession._pair_code,
+}
+"""How each request type is answered: one entry per `ezdata.REQUESTS` (the parser refuses
+other types)."""
