@@ -21,7 +21,7 @@ from support.services import PrivateRedis
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from devicecloud.web.console.routes import _client_address
+from devicecloud.web.console.pages import client_address
 from devicecloud.web.console.state import (
     LOGINS_PER_ADDRESS,
     LOGINS_PER_EMAIL,
@@ -134,7 +134,7 @@ async def test_the_throttle_in_redis_and_without_it(tmp_path: Path,
     ("testclient", "testclient")])
 def test_an_ipv6_client_is_counted_by_its_64(peer: str, counted: str) -> None:
     request = Request({"type": "http", "client": (peer, 50000), "headers": []})
-    assert _client_address(request) == counted
+    assert client_address(request) == counted
 
 
 # Log-ins ------------------------------------------------------------------------------------------

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from starlette.datastructures import UploadFile
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from devicecloud.core.errors import InvalidRequest
 from devicecloud.core.espai import EspAi, firmware_record
-from devicecloud.web.console.routes import Visit, page
+from devicecloud.web.console.pages import Visit, page
 
 AGENTS = "/console/agents"
 
@@ -25,7 +23,7 @@ def _agent_id(visit: Visit) -> str:
 @page()
 async def agents(visit: Visit) -> Response:
     espai = _espai(visit)
-    base = visit.console.settings.base_url(str(visit.request.base_url))
+    base = visit.base_url
     images = [firmware_record(image, base) for image in await espai.firmware_of(visit.me)]
     return visit.render("agents.html", agents=await espai.agents_of(visit.me), firmware=images,
                         default_voice_server=espai.default_voice_server,
@@ -80,8 +78,8 @@ async def delete_agent(visit: Visit) -> Response:
 @page()
 async def upload_firmware(visit: Visit) -> Response:
     async def work() -> str:
-        upload = visit.form.get("file") if visit.form is not None else None
-        if not isinstance(upload, UploadFile):
+        upload = visit.file("file")
+        if upload is None:
             raise InvalidRequest("choose a firmware file to upload")
         image = await _espai(visit).upload_firmware(
             visit.me, visit.text("bin_id"), visit.text("version"),
@@ -99,15 +97,3 @@ async def delete_firmware(visit: Visit) -> Response:
         return f"Firmware {image.bin_id} {image.version} deleted."
     return await visit.act(AGENTS, work)
 
-
-def routes() -> list[BaseRoute]:
-    return [
-        Route(AGENTS, agents, methods=["GET"]),
-        Route(f"{AGENTS}/add", add_agent, methods=["POST"]),
-        Route(f"{AGENTS}/wifi-pwd", wifi_pwd_choice, methods=["POST"]),
-        Route(AGENTS + "/{agent_id}/edit", edit_agent, methods=["POST"]),
-        Route(AGENTS + "/{agent_id}/key", new_agent_key, methods=["POST"]),
-        Route(AGENTS + "/{agent_id}/delete", delete_agent, methods=["POST"]),
-        Route("/console/firmware/upload", upload_firmware, methods=["POST"]),
-        Route("/console/firmware/{firmware_id}/delete", delete_firmware, methods=["POST"]),
-    ]
