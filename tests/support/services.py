@@ -15,7 +15,7 @@ from redis import Redis
 
 from support.server import free_port
 
-DEPLOY = Path(__file__).parents[1] / "deploy" / "mosquitto"
+DEPLOY = Path(__file__).parents[2] / "deploy" / "mosquitto"
 SERVICE_PASSWORD = "s3cret-service-password"
 
 
