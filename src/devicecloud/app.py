@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -38,7 +40,9 @@ from devicecloud.store import migrate
 from devicecloud.store.postgres import PostgresStore
 from devicecloud.store.sqlite import SqliteStore, SqlStore
 from devicecloud.web import console, espai_http, ezdata_http, mqtt_auth_http, openapi
+from devicecloud.web.errors import ezdata_refusal
 from devicecloud.web.responses import ez_error, json_response
+from devicecloud.web.services import LifespanState, Services, services, started
 
 log = logging.getLogger(__name__)
 RELEASE_SWEEP_SECONDS = 60.0
@@ -64,15 +68,6 @@ async def open_store(settings: Settings) -> SqlStore:
     return SqliteStore(path)
 
 
-async def open_bus(settings: Settings) -> MemoryBus | RedisBus:
-    """The in-process bus, or Redis when `bus_url` names one."""
-    if not settings.bus_url:
-        return MemoryBus()
-    bus = RedisBus(settings.bus_url)
-    await bus.start()
-    return bus
-
-
 def mqtt_partition(settings: Settings, presence: LocalPresence) -> Partition:
     """The devices this instance answers for if the broker cannot share a subscription: a fixed
     `--mqtt-partition`, else with a Redis bus a share of the live instances, else all."""
@@ -96,7 +91,7 @@ async def sweep_releases(cloud: DeviceCloud) -> None:
 async def healthz(request: Request) -> Response:
     """`ok` while everything works; `degraded` while the bus is down or slow (devices still
     work; pushes to other processes wait for it)."""
-    bus = getattr(request.app.state, "bus", None)
+    bus = services(request).bus
     if isinstance(bus, RedisBus):
         health = bus.health()
         round_trip = bus.round_trip_ms
@@ -107,13 +102,13 @@ async def healthz(request: Request) -> Response:
 
 
 async def ezdata_ws(websocket: WebSocket) -> None:
-    state = websocket.app.state
-    await serve_ezdata_websocket(websocket, state.cloud, state.hub)
+    running = services(websocket)
+    await serve_ezdata_websocket(websocket, running.cloud, running.hub)
 
 
 async def espai_ws(websocket: WebSocket) -> None:
-    state = websocket.app.state
-    await serve_espai_websocket(websocket, state.espai, state.hub)
+    running = services(websocket)
+    await serve_espai_websocket(websocket, running.espai, running.hub)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -122,67 +117,95 @@ async def http_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, HTTPException):
         return ez_error(exc.detail, exc.status_code, exc.headers)
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-    return ez_error("internal error", 500)
+    return ezdata_refusal(exc)
 
 
-async def drain(app: Starlette) -> None:
-    """Before connections close: take no new ones, answer every request already received."""
-    listener: MqttListener | MqttBridge | None = getattr(app.state, "mqtt", None)
-    if listener is not None:
-        await listener.stop_accepting()
-    hub: Hub | None = getattr(app.state, "hub", None)
-    if hub is not None:
-        await hub.drain()
+async def drain(state: Mapping[str, Any]) -> None:
+    """Before connections close: take no new ones, answer every request already received
+    (`state` is the lifespan's)."""
+    running = started(state)
+    if running is None:
+        return
+    if running.mqtt is not None:
+        await running.mqtt.stop_accepting()
+    await running.hub.drain()
 
 
-def create_app(settings: Settings) -> Starlette:
-    """The ASGI application; its lifespan opens the store and closes it after the last write."""
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.wait([task], timeout=1.0)
 
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+
+async def _listen(listener: MqttListener) -> None:
+    """Start the built-in MQTT listener; a port that cannot be opened ends the start clearly."""
+    try:
+        await listener.start()
+    except OSError as problem:
+        reason = os.strerror(problem.errno) if problem.errno else str(problem)
+        raise SystemExit(f"devicecloud: cannot listen for MQTT on {listener.host}:"
+                         f"{listener.port}: {reason}") from None
+
+
+@asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    """Open the store, the bus, the core and the transports; each registers its close as it
+    opens, so a start that fails closes what it opened. They close in this order: the release
+    sweeper, the MQTT listener, the hub, the console, resync, presence, the bus, and the store
+    last (after the last write)."""
+    async with AsyncExitStack() as stack:
         store = await open_store(settings)
-        bus = await open_bus(settings)
-        app.state.bus = bus
+        stack.push_async_callback(store.close)
+        bus: MemoryBus | RedisBus = MemoryBus()
+        if settings.bus_url:
+            bus = RedisBus(settings.bus_url)
+            stack.push_async_callback(bus.close)
+            await bus.start()
         cloud = DeviceCloud(store, bus, DiskBlobs(settings.files_dir), downlink_size=push_size)
         hub = Hub(bus)
         resync = Resync(cloud, hub)
         if isinstance(bus, RedisBus):
             bus.on_gap = resync.gap
         presence = RedisPresence(hub, settings.bus_url) if settings.bus_url else LocalPresence(hub)
+        stack.push_async_callback(presence.close)
         await presence.start()
-        app.state.presence = presence
+        stack.push_async_callback(resync.close)
+        accounts = Accounts(store)
+        pages = console.Console(settings, load_secret(settings.secret_path), cloud, accounts,
+                                presence, hub)
+        stack.push_async_callback(pages.close)
+        stack.callback(hub.close)
         listener: MqttListener | MqttBridge | None = None
         if settings.mqtt_broker:
             listener = MqttBridge(cloud, hub, bus, settings.mqtt_broker,
                                   mqtt_partition(settings, presence))
+            stack.push_async_callback(listener.stop)
             await listener.start()
         elif settings.mqtt_port:
             listener = MqttListener(cloud, hub, settings.host, settings.mqtt_port,
                                     settings.reuse_port)
-            await listener.start()
-        app.state.settings, app.state.cloud, app.state.hub = settings, cloud, hub
-        app.state.limits = limits_of(settings.limit)
-        app.state.accounts = accounts = Accounts(store)
-        app.state.console = console.Console(settings, load_secret(settings.secret_path), cloud,
-                                            accounts, presence, hub)
-        app.state.mqtt = listener
-        app.state.espai = EspAi(store, bus, cloud.blobs, cloud, presence,
-                                 settings.espai_voice_server)
-        sweeper = asyncio.create_task(sweep_releases(cloud))
-        try:
-            yield
-        finally:
-            sweeper.cancel()
-            await asyncio.wait([sweeper], timeout=1.0)
-            if listener is not None:
-                await listener.stop()
-            hub.close()
-            await app.state.console.close()
-            await resync.close()
-            await presence.close()
-            if isinstance(bus, RedisBus):
-                await bus.close()
-            await store.close()
+            stack.push_async_callback(listener.stop)
+            await _listen(listener)
+        espai = EspAi(store, bus, cloud.blobs, cloud, presence, settings.espai_voice_server)
+        stack.push_async_callback(_stop, asyncio.create_task(sweep_releases(cloud)))
+        yield Services(settings=settings, cloud=cloud, accounts=accounts, espai=espai, bus=bus,
+                       hub=hub, presence=presence, limits=limits_of(settings.limit),
+                       console=pages, mqtt=listener)
+
+
+def share_with_app_state(app: Starlette, running: Services) -> None:
+    """Put on `app.state` the services that web/console and web/mqtt_auth_http read there."""
+    app.state.console, app.state.espai = running.console, running.espai
+    app.state.settings, app.state.cloud = running.settings, running.cloud
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The ASGI application; its lifespan opens the services and yields them as its state."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[LifespanState]:
+        async with open_services(settings) as running:
+            share_with_app_state(app, running)
+            yield {"services": running}
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),

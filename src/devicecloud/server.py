@@ -17,7 +17,6 @@ import time
 from types import FrameType
 
 import uvicorn
-from starlette.applications import Starlette
 
 from devicecloud.app import create_app, drain
 from devicecloud.config import Settings
@@ -25,6 +24,7 @@ from devicecloud.gateways.http_protocol import HeaderTimeoutProtocol
 from devicecloud.gateways.mqtt_listener import MqttListener
 from devicecloud.gateways.ws_protocol import BoundedWebSocketProtocol
 from devicecloud.store import migrate
+from devicecloud.web.services import started
 
 log = logging.getLogger("devicecloud")
 RESTART_DELAY = 1.0
@@ -99,9 +99,8 @@ class GracefulServer(uvicorn.Server):
     """Stops on SIGINT or SIGTERM once in-flight work is answered, then exits with status 0;
     says when it runs out of file descriptors."""
 
-    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+    def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
-        self.app = app
         self._deadline: threading.Timer | None = None
         self.files = FileWatch()
 
@@ -111,7 +110,8 @@ class GracefulServer(uvicorn.Server):
         return await super().on_tick(counter)
 
     def _connections(self) -> str:
-        listener = getattr(self.app.state, "mqtt", None)
+        running = started(self.lifespan.state)
+        listener = running.mqtt if running is not None else None
         mqtt = len(listener.connections) if isinstance(listener, MqttListener) else 0
         return f"{len(self.server_state.connections)} HTTP and WebSocket, {mqtt} MQTT"
 
@@ -119,7 +119,8 @@ class GracefulServer(uvicorn.Server):
         for server in self.servers:  # no new connections while the live ones finish
             server.close()
         try:
-            await asyncio.wait_for(drain(self.app), self.config.timeout_graceful_shutdown)
+            await asyncio.wait_for(drain(self.lifespan.state),
+                                   self.config.timeout_graceful_shutdown)
         except TimeoutError:
             log.error("stopping with requests still unanswered")
         await super().shutdown(sockets)
@@ -163,7 +164,7 @@ def serve_one(settings: Settings) -> None:
     if settings.reuse_port:
         sockets = [listening_socket(settings.host, settings.http_port, True)]
     tune_gc()
-    GracefulServer(config, app).run(sockets=sockets)
+    GracefulServer(config).run(sockets=sockets)
 
 
 def workers_problem(settings: Settings) -> str | None:

@@ -14,8 +14,8 @@ from support.server import database_url
 from devicecloud.app import create_app
 from devicecloud.config import Settings
 from devicecloud.core.errors import InvalidRequest, NotFound
-from devicecloud.core.espai import EspAi
 from devicecloud.core.models import Account
+from devicecloud.web.services import Services
 
 MAC = "FC:01:2C:DB:14:31"
 
@@ -34,8 +34,9 @@ def call(client: TestClient, method: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def test_agents_pushes_and_local_data(client: TestClient) -> None:
-    espai: EspAi = client.app.state.espai  # type: ignore[attr-defined]
-    account: Account = call(client, client.app.state.accounts.create,  # type: ignore[attr-defined]
+    running: Services = client.app_state["services"]
+    espai = running.espai
+    account: Account = call(client, running.accounts.create,
                             "owner@example.com", "password-1", "Owner", "")
     agent = call(client, espai.create_agent, account, "  小助手  ", "https://voice.test/v1")
     assert agent.name == "小助手" and len(agent.api_key) == 32 and agent.account_id == account.id

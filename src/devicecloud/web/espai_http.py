@@ -12,50 +12,32 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
-from starlette.formparsers import MultiPartException
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from devicecloud.config import Settings
 from devicecloud.core import espai_values as v
-from devicecloud.core.accounts import Accounts
-from devicecloud.core.errors import (
-    Conflict,
-    DeviceCloudError,
-    InvalidRequest,
-    NotFound,
-    StorageFull,
-    TooLarge,
-    Unauthorized,
-    Unavailable,
-)
+from devicecloud.core.errors import InvalidRequest, NotFound, Unauthorized
 from devicecloud.core.espai import EspAi, firmware_record
-from devicecloud.core.models import Account, loads
+from devicecloud.core.models import Account
 from devicecloud.web import espai_schemas as s
+from devicecloud.web.errors import UNEXPECTED, answer_for
 from devicecloud.web.openapi import Operation
-from devicecloud.web.responses import json_response
-from devicecloud.web.uploads import read_body, stream_upload
+from devicecloud.web.requests import base_url, json_body, json_object
+from devicecloud.web.responses import file_download, json_response
+from devicecloud.web.services import services
+from devicecloud.web.uploads import stream_upload
 
 log = logging.getLogger(__name__)
 
-JSON_BODY_LIMIT = 256 * 1024
 NO_KEY = "未授权:请在请求头 authorization 中传入 open_api_key"
 BAD_KEY = "未授权:open_api_key 无效"
 BAD_JSON = "参数格式错误:请求体不是合法的 JSON"
 NOT_OBJECT = "参数格式错误:请求体应为 JSON 对象"
 NOT_ARRAY = '参数格式错误:请求体应为数组,例如 [{"id": "..."}]'
-TOO_LARGE = "参数错误:请求体过大"
-SYSTEM_ERROR = "系统错误:服务器内部错误,请稍后重试"
-DATABASE_UNAVAILABLE = "系统错误:数据库暂时不可用,请稍后重试"
 UPLOADED = "上传成功"
 DELETED = "删除成功"
 _NO_DATA = object()
-# Failure codes by error class, most specific first.
-_CODES: tuple[tuple[type[DeviceCloudError], int], ...] = (
-    (v.MissingParameter, 401), (Unauthorized, 401), (TooLarge, 413), (NotFound, 404),
-    (Conflict, 409), (StorageFull, 507), (DeviceCloudError, 400))
 
 
 def ok(message: str, data: Any = _NO_DATA, **extra: Any) -> Response:
@@ -77,30 +59,17 @@ def envelope(handler: Callable[[Request], Awaitable[Response]]
     async def endpoint(request: Request) -> Response:
         try:
             return await handler(request)
-        except TooLarge:
-            return fail(TOO_LARGE, 413)
-        except Unavailable:
-            return fail(DATABASE_UNAVAILABLE, 503)
-        except DeviceCloudError as problem:
-            code = next(code for kind, code in _CODES if isinstance(problem, kind))
-            return fail(str(problem), code)
-        except MultiPartException as problem:
-            return fail(f"参数格式错误:{problem.message}", 400)
-        except Exception:
-            log.exception("%s failed", request.url.path)
-            return fail(SYSTEM_ERROR, 500)
+        except Exception as problem:
+            answer = answer_for(problem)
+            if answer is UNEXPECTED:
+                log.exception("%s failed", request.url.path)
+            return fail(answer.espai_text(problem), answer.espai_code)
 
     return endpoint
 
 
 def _espai(request: Request) -> EspAi:
-    espai: EspAi = request.app.state.espai
-    return espai
-
-
-def _base_url(request: Request) -> str:
-    settings: Settings = request.app.state.settings
-    return settings.base_url(str(request.base_url))
+    return services(request).espai
 
 
 async def _account(request: Request) -> Account:
@@ -110,36 +79,20 @@ async def _account(request: Request) -> Account:
         key = key[7:].strip()
     if not key:
         raise Unauthorized(NO_KEY)
-    accounts: Accounts = request.app.state.accounts
     try:
-        return await accounts.by_api_key(key)
+        return await services(request).accounts.by_api_key(key)
     except Unauthorized:
         raise Unauthorized(BAD_KEY) from None
 
 
-async def _body(request: Request) -> Any:
-    """The JSON body; None when there is none."""
-    raw = await read_body(request, JSON_BODY_LIMIT)
-    if not raw.strip():
-        return None
-    try:
-        return loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest(BAD_JSON) from None
-
-
 async def _object(request: Request) -> dict[str, Any]:
-    doc = await _body(request)
-    if doc is None:
-        return {}
-    if not isinstance(doc, dict):
-        raise InvalidRequest(NOT_OBJECT)
-    return doc
+    """The JSON object of the body (no body: `{}`)."""
+    return await json_object(request, BAD_JSON, NOT_OBJECT, optional=True)
 
 
 async def _ids(request: Request) -> list[str]:
     """A body `[{"id": "..."}, ...]` (no body: an empty list)."""
-    doc = await _body(request)
+    doc = await json_body(request, BAD_JSON, optional=True)
     if doc is None:
         return []
     if not isinstance(doc, list) or not all(isinstance(item, dict) for item in doc):
@@ -204,7 +157,7 @@ async def query_new_ota(request: Request) -> Response:
     known by the address of its firmware socket. A firmware may add `api_key` (its agent's)."""
     query = request.query_params
     return ok(v.OK, await _espai(request).query_ota(
-        query.get("version", ""), query.get("bin_id", ""), _base_url(request),
+        query.get("version", ""), query.get("bin_id", ""), base_url(request),
         address=request.client.host if request.client else "",
         api_key=query.get("api_key", ""), device_id=query.get("device_id", "")))
 
@@ -223,9 +176,8 @@ async def position(request: Request) -> Response:
 async def upload_firmware(request: Request) -> Response:
     """The key is checked before the body is read; the file streams to the blob store's disk."""
     account = await _account(request)
-    settings: Settings = request.app.state.settings
     espai = _espai(request)
-    upload = await stream_upload(request, settings.firmware_limit, espai.blobs)
+    upload = await stream_upload(request, services(request).settings.firmware_limit, espai.blobs)
     try:
         if upload.spool is None or upload.file_field != "file":
             raise v.MissingParameter("file")
@@ -236,13 +188,13 @@ async def upload_firmware(request: Request) -> Response:
                                             upload.file_name or "firmware.bin", upload.spool)
     finally:
         upload.discard()
-    return ok(UPLOADED, firmware_record(image, _base_url(request)))
+    return ok(UPLOADED, firmware_record(image, base_url(request)))
 
 
 @envelope
 async def list_firmware(request: Request) -> Response:
     account = await _account(request)
-    base = _base_url(request)
+    base = base_url(request)
     images = await _espai(request).firmware_of(account)
     return ok(v.OK, [firmware_record(image, base) for image in images],
               totalNumber=len(images))
@@ -267,10 +219,9 @@ async def download_firmware(request: Request) -> Response:
         image = await espai.get_firmware(request.path_params["firmware_id"])
     except NotFound as problem:
         return fail(str(problem), 404, 404)
-    path = espai.blobs.local_path(image.id)
-    if path is None or request.path_params["name"] != image.file_name:
-        return fail(v.FIRMWARE_NOT_FOUND, 404, 404)
-    return FileResponse(path, media_type="application/octet-stream")
+    found = file_download(espai.blobs, image.id, image.file_name, request.path_params["name"],
+                          "application/octet-stream")
+    return found or fail(v.FIRMWARE_NOT_FOUND, 404, 404)
 
 
 def routes() -> list[BaseRoute]:

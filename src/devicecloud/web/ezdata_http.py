@@ -8,77 +8,48 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from devicecloud.config import Settings
-from devicecloud.core.errors import (
-    Conflict,
-    DeviceCloudError,
-    InvalidRequest,
-    NotFound,
-    TooLarge,
-    TooMany,
-    Unavailable,
-)
-from devicecloud.core.models import Device, Field, HistoryEntry, StoredFile, loads
+from devicecloud.core.errors import Conflict, DeviceCloudError, InvalidRequest, NotFound, TooMany
+from devicecloud.core.models import Device, Field, HistoryEntry
 from devicecloud.core.service import (
     MAX_HISTORY_PAGE,
     MAX_HISTORY_SIZE,
     DeviceCloud,
     check_page,
 )
-from devicecloud.limits import Limit
-from devicecloud.web.responses import ez_error, ez_ok
-from devicecloud.web.uploads import read_body, stream_upload
+from devicecloud.web.errors import ezdata_refusal
+from devicecloud.web.requests import base_url, json_object
+from devicecloud.web.responses import ez_error, ez_ok, file_download
+from devicecloud.web.services import services
+from devicecloud.web.uploads import stream_upload
 
-JSON_BODY_LIMIT = 256 * 1024
 _PAGE_NUMBER = re.compile(r"[0-9]{1,9}")  # str.isdigit() would take "²", which int() refuses
 Handler = Callable[[Request], Awaitable[Any]]
 
 
 def _cloud(request: Request) -> DeviceCloud:
-    cloud: DeviceCloud = request.app.state.cloud
-    return cloud
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+    return services(request).cloud
 
 
 def ezdata(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    """Wrap a handler's result as `{"code":200,...}` and its failures as `{"code":500,...}`."""
+    """Wrap a handler's result as `{"code":200,...}` and its refusals as `{"code":500,...}`."""
 
     @functools.wraps(handler)
     async def endpoint(request: Request) -> Response:
         try:
             return ez_ok(await handler(request))
-        except TooLarge as problem:
-            return ez_error(str(problem), 413)
-        except TooMany as problem:
-            return ez_error(str(problem), 429, {"Retry-After": str(problem.retry_after)})
-        except Unavailable as problem:
-            return ez_error(str(problem), 503)
-        except DeviceCloudError as problem:
-            return ez_error(str(problem))
-        except MultiPartException as problem:
-            return ez_error(f"malformed multipart body: {problem.message}", 400)
+        except (DeviceCloudError, MultiPartException) as problem:
+            return ezdata_refusal(problem)
 
     return endpoint
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
-    try:
-        doc = loads(await read_body(request, JSON_BODY_LIMIT))
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("invalid JSON") from None
-    if not isinstance(doc, dict):
-        raise InvalidRequest("body must be a JSON object")
-    return doc
+    return await json_object(request, "invalid JSON", "body must be a JSON object")
 
 
 def _required(doc: Any, key: str) -> Any:
@@ -113,7 +84,7 @@ async def _store_upload(request: Request, device: Device | None) -> dict[str, An
     `uploadDeviceFile`) the `deviceToken` field is checked as soon as it arrives, and always
     before the file is kept."""
     cloud = _cloud(request)
-    settings = _settings(request)
+    settings = services(request).settings
     owner: list[Device] = [device] if device is not None else []
 
     async def check(name: str, value: str) -> None:
@@ -130,7 +101,7 @@ async def _store_upload(request: Request, device: Device | None) -> dict[str, An
         if upload.spool is None or upload.file_field != "file":
             raise InvalidRequest("file cannot be empty")
         field = await cloud.store_file(owner[0], name, upload.file_name or name, upload.spool,
-                                       settings.base_url(str(request.base_url)))
+                                       base_url(request))
     finally:
         upload.discard()
     return {"deviceToken": owner[0].token, "name": field.name, "value": field.value}
@@ -140,7 +111,7 @@ async def _store_upload(request: Request, device: Device | None) -> dict[str, An
 
 @ezdata
 async def register_mac(request: Request) -> str:
-    limit: Limit = request.app.state.limits["ip.register"]
+    limit = services(request).limits["ip.register"]
     wait = limit.wait(request.client.host if request.client else "")
     if wait:
         raise TooMany(limit.refusal(wait), math.ceil(wait))
@@ -231,7 +202,7 @@ async def public_history(request: Request) -> dict[str, Any]:
 async def status(request: Request) -> dict[str, Any]:
     """devicecloud's own addition: whether the device is online, how, and when it was last seen."""
     device = await _device(request)
-    status = await request.app.state.presence.status(device.token)
+    status = await services(request).presence.status(device.token)
     return {"online": status.online, "transports": list(status.transports),
             "lastSeen": device.last_seen_at, "deviceType": device.device_type, "mac": device.mac}
 
@@ -243,22 +214,9 @@ async def download(request: Request) -> Response:
         stored = await cloud.get_file(request.path_params["file_id"])
     except NotFound as problem:
         return ez_error(str(problem), 404)
-    path = cloud.blobs.local_path(stored.id)
-    if path is None or request.path_params["name"] != stored.file_name:
-        return ez_error("no such file", 404)
-    return FileResponse(path, media_type=stored.content_type,
-                        headers=_untrusted_file_headers(stored))
-
-
-def _untrusted_file_headers(stored: StoredFile) -> dict[str, str]:
-    """Files come from devices: the browser must never run them as a page of this site.
-
-    Images stay inline (the console previews them); anything else is offered as a download.
-    """
-    headers = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
-    if not stored.content_type.startswith("image/") or stored.content_type == "image/svg+xml":
-        headers["Content-Disposition"] = "attachment"
-    return headers
+    found = file_download(cloud.blobs, stored.id, stored.file_name, request.path_params["name"],
+                          stored.content_type, untrusted=True)
+    return found or ez_error("no such file", 404)
 
 
 def routes() -> list[BaseRoute]:
