@@ -7,7 +7,6 @@ import logging
 import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -36,9 +35,7 @@ from devicecloud.gateways.presence import LocalPresence, RedisPresence
 from devicecloud.gateways.resync import Resync
 from devicecloud.limits import limits_of
 from devicecloud.protocols.ezdata_mqtt import push_size
-from devicecloud.store import migrate
-from devicecloud.store.postgres import PostgresStore
-from devicecloud.store.sqlite import SqliteStore, SqlStore
+from devicecloud.store.open import open_store
 from devicecloud.web import console, espai_http, ezdata_http, mqtt_auth_http, openapi
 from devicecloud.web.errors import ezdata_refusal
 from devicecloud.web.responses import ez_error, json_response
@@ -47,26 +44,6 @@ from devicecloud.web.services import LifespanState, Services, services, started
 log = logging.getLogger(__name__)
 RELEASE_SWEEP_SECONDS = 60.0
 SLOW_BUS_MS = 500  # a bus round trip slower than this makes /healthz say degraded
-
-def sqlite_path(database_url: str) -> Path:
-    """The file of a `sqlite:///path` URL."""
-    return Path(database_url[len("sqlite:///"):])
-
-
-async def open_store(settings: Settings) -> SqlStore:
-    """Migrate the configured database to the newest schema and open it."""
-    url = settings.resolved_database_url
-    if url.startswith(("postgresql:", "postgres:", "postgresql+")):
-        await asyncio.to_thread(migrate.upgrade, url)
-        return PostgresStore(url)
-    if not url.startswith("sqlite:///"):
-        raise SystemExit(f"unsupported database URL: {url.split(':', 1)[0]}:... "
-                         "(use sqlite:///PATH or postgresql://...)")
-    path = sqlite_path(url)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    await asyncio.to_thread(migrate.upgrade, url)
-    return SqliteStore(path)
-
 
 def mqtt_partition(settings: Settings, presence: LocalPresence) -> Partition:
     """The devices this instance answers for if the broker cannot share a subscription: a fixed

@@ -11,7 +11,6 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from devicecloud.app import open_store
 from devicecloud.blobs.disk import DiskBlobs
 from devicecloud.bus.memory import MemoryBus
 from devicecloud.config import Settings
@@ -24,6 +23,7 @@ from devicecloud.gateways.hub import Hub
 from devicecloud.gateways.presence import LocalPresence
 from devicecloud.protocols.ezdata_mqtt import push_size
 from devicecloud.server import serve_one, serve_workers, workers_problem
+from devicecloud.store.open import open_store
 
 
 def _serve(args: argparse.Namespace) -> None:

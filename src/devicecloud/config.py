@@ -12,6 +12,7 @@ from pydantic import field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from devicecloud.limits import parse_limits
+from devicecloud.store.url import Database, parse_database_url, sqlite_file
 
 
 class Settings(BaseSettings):
@@ -78,9 +79,11 @@ class Settings(BaseSettings):
         return int(index), int(count)
 
     @property
-    def resolved_database_url(self) -> str:
-        """The database URL, defaulting to a SQLite file inside the data directory."""
-        return self.database_url or f"sqlite:///{self.data_dir / 'devicecloud.db'}"
+    def database(self) -> Database:
+        """Where the store lives: `database_url`, else a SQLite file inside the data directory."""
+        if self.database_url:
+            return parse_database_url(self.database_url)
+        return sqlite_file(self.data_dir / "devicecloud.db")
 
     @property
     def files_dir(self) -> Path:

@@ -169,7 +169,7 @@ def serve_one(settings: Settings) -> None:
 
 def workers_problem(settings: Settings) -> str | None:
     """Why `settings` cannot run several workers, or None."""
-    if settings.resolved_database_url.startswith("sqlite"):
+    if settings.database.engine == "sqlite":
         return "several workers need a shared database (DEVICECLOUD_DATABASE_URL=postgresql://...)"
     if not settings.bus_url:
         return "several workers need a shared bus (DEVICECLOUD_BUS_URL=redis://...)"
@@ -179,7 +179,7 @@ def workers_problem(settings: Settings) -> str | None:
 def serve_workers(settings: Settings, argv: list[str]) -> int:
     """Supervise `settings.workers` processes that share the ports (SO_REUSEPORT); a worker that
     dies is started again; SIGINT or SIGTERM stops them all gracefully."""
-    migrate.upgrade(settings.resolved_database_url)  # once, before the workers race for it
+    migrate.upgrade(settings.database)  # once, before the workers race for it
     env = {**os.environ, "DEVICECLOUD_WORKERS": "1", "DEVICECLOUD_REUSE_PORT": "true"}
     command = [sys.executable, "-m", "devicecloud", *argv, "--workers", "1"]  # the last one wins
     stopping = False

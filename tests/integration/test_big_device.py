@@ -20,7 +20,7 @@ from support.clients import WsDevice
 from support.console_client import ConsoleUser
 from support.server import POSTGRES_ADMIN_URL, Server, database_url
 
-from devicecloud.store.sqlite import FIELDS_PER_DEVICE
+from devicecloud.store.sql.fields import FIELDS_PER_DEVICE
 
 BIG = 20_000  # fields of the big device
 WRITERS = 4  # other devices writing while it is read

@@ -11,7 +11,6 @@ import pytest
 from starlette.responses import Response
 from support.server import database_url
 
-from devicecloud.app import open_store
 from devicecloud.blobs.disk import DiskBlobs
 from devicecloud.bus.memory import MemoryBus
 from devicecloud.config import Settings
@@ -22,6 +21,7 @@ from devicecloud.core.events import DeviceBound, Event
 from devicecloud.core.models import HistoryEntry
 from devicecloud.core.service import DeviceCloud
 from devicecloud.protocols.ezdata_mqtt import push_size
+from devicecloud.store.open import open_store
 from devicecloud.web.console.chart import numeric_chart
 from devicecloud.web.console.forms import kind_of, parse_value, shown
 from devicecloud.web.console.rendering import preview_path

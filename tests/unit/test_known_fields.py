@@ -11,10 +11,10 @@ from typing import Any
 import orjson
 from support.server import database_url
 
-from devicecloud.app import open_store
 from devicecloud.config import Settings
 from devicecloud.core.models import Field
-from devicecloud.store.sqlite import SqlStore
+from devicecloud.store.open import open_store
+from devicecloud.store.sql.store import SqlStore
 
 
 async def test_known_fields_follow_changes_made_elsewhere(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 Jobs that arrive while a transaction is committing wait for the next one, so a burst of N changes
 costs one fsync rather than N. A caller's future is settled only after its transaction committed.
 A batched job (`call_batched`) takes a list of items: consecutive jobs of the same batched
-function in a transaction run as one call, so SQL can go through `executemany`.
+function in a transaction run as one call, so its SQL can change many rows per statement.
 
 A connection that breaks (a database server restarted or unreachable) is replaced before the next
 transaction. A batch that failed on a broken connection before its COMMIT was sent committed
@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import queue
-import sqlite3
 import threading
 from collections.abc import Callable
 from itertools import groupby
@@ -25,6 +24,7 @@ from operator import itemgetter
 from typing import Any, TypeVar
 
 from devicecloud.core.errors import DeviceCloudError, Unavailable
+from devicecloud.store.connection import Connection
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +36,14 @@ _KIND = itemgetter(0, 3)  # consecutive jobs of one function, batched or not, ru
 
 
 class GroupCommitter:
-    """Owns one SQLite connection on one thread; `call(fn, *args)` runs `fn(conn, *args)` there."""
+    """Owns one connection on one thread; `call(fn, *args)` runs `fn(conn, *args)` there."""
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection], max_batch: int = 20_000,
+    def __init__(self, connect: Callable[[], Connection], max_batch: int = 20_000,
                  begin: str = "BEGIN IMMEDIATE") -> None:
         self._connect = connect
         self._begin = begin
         self._max_batch = max_batch
-        self._conn: sqlite3.Connection | None = None
+        self._conn: Connection | None = None
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
@@ -93,7 +93,7 @@ class GroupCommitter:
             if self._conn is not None:
                 self._conn.close()
 
-    def _connection(self) -> sqlite3.Connection:
+    def _connection(self) -> Connection:
         """The open connection, or a new one if there is none (or it broke)."""
         if self._conn is not None and getattr(self._conn, "broken", False):
             log.warning("database connection lost; connecting again")

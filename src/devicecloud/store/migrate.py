@@ -7,15 +7,14 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+from devicecloud.store.url import Database
+
 _HERE = Path(__file__).parent
 
 
-def upgrade(database_url: str) -> None:
-    """Bring the database at `database_url` (a synchronous SQLAlchemy URL) to the newest schema."""
-    scheme, _, rest = database_url.partition("://")
-    if scheme in ("postgresql", "postgres"):
-        database_url = f"postgresql+psycopg://{rest}"
+def upgrade(database: Database) -> None:
+    """Bring the database to the newest schema."""
     config = Config()
     config.set_main_option("script_location", str(_HERE / "migrations"))
-    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    config.set_main_option("sqlalchemy.url", database.migration_url.replace("%", "%%"))
     command.upgrade(config, "head")

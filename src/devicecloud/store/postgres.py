@@ -1,25 +1,25 @@
 """The PostgreSQL store: the same jobs and the same group commit as SQLite, on psycopg.
 
-The jobs are written once, in SQL that both engines accept, against the small part of the DB-API
-that `sqlite3` offers (`execute(sql, params)` with `?` placeholders, then `fetchone`, `fetchall`,
-iteration, `rowcount`). `PgConnection` offers the same on a psycopg connection, so a PostgreSQL
-deployment runs exactly the code the SQLite one runs, committed in groups by one writer thread per
-process (several processes commit side by side; PostgreSQL's row locks keep them apart). Reads run
-on a few autocommit connections of their own (`reads.Readers`).
+The jobs (`store/sql/`) are written once against `connection.Connection`, the small part of the
+DB-API that `sqlite3` offers (`execute(sql, params)` with `?` placeholders, then `fetchone`,
+`fetchall`, iteration, `rowcount`). `PgConnection` offers the same on a psycopg connection, so a
+PostgreSQL deployment runs exactly the code the SQLite one runs, committed in groups by one writer
+thread per process (several processes commit side by side; PostgreSQL's row locks keep them
+apart). Reads run on a few autocommit connections of their own (`reads.Readers`).
 """
 
 from __future__ import annotations
 
 import functools
-import sqlite3
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import Any
 
 import psycopg
 
 from devicecloud.core.errors import InvalidRequest
 from devicecloud.store.group_commit import GroupCommitter
 from devicecloud.store.reads import Readers
-from devicecloud.store.sqlite import SqlStore
+from devicecloud.store.sql.store import SqlStore
 
 
 @functools.lru_cache(maxsize=1024)
@@ -29,15 +29,15 @@ def _translate(sql: str) -> str:
 
 
 class PgConnection:
-    """A psycopg connection that looks like the part of `sqlite3.Connection` the jobs use."""
+    """A psycopg connection that offers what `connection.Connection` asks for."""
 
-    def __init__(self, dsn: str) -> None:
-        self._conn = psycopg.connect(dsn, autocommit=True)
+    def __init__(self, conninfo: str) -> None:
+        self._conn = psycopg.connect(conninfo, autocommit=True)
 
-    def execute(self, sql: str, params: Any = ()) -> psycopg.Cursor[Any]:
+    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         cursor = self._conn.cursor()
         try:
-            cursor.execute(_translate(sql), params)
+            cursor.execute(_translate(sql), parameters)
         except psycopg.DataError as problem:
             # SQLite keeps a NUL in text, PostgreSQL refuses it: a client's error either way.
             if "NUL" in str(problem):
@@ -58,21 +58,14 @@ class PgConnection:
         self._conn.close()
 
 
-def psycopg_dsn(database_url: str) -> str:
-    """`postgresql://...` for psycopg, whatever SQLAlchemy driver suffix the URL carries."""
-    scheme, _, rest = database_url.partition("://")
-    return f"postgresql://{rest}" if scheme.startswith("postgres") else database_url
-
-
 READERS = 3  # connections for reads, per process (beside the writer's one)
 
 
 class PostgresStore(SqlStore):
-    """The `Store` port on a PostgreSQL database."""
+    """The `Store` port on a PostgreSQL database (`conninfo` as psycopg takes it)."""
 
-    def __init__(self, database_url: str) -> None:
-        dsn = psycopg_dsn(database_url)
-        def connect() -> sqlite3.Connection:
-            return cast(sqlite3.Connection, PgConnection(dsn))
+    def __init__(self, conninfo: str) -> None:
+        def connect() -> PgConnection:
+            return PgConnection(conninfo)
 
         super().__init__(GroupCommitter(connect, begin="BEGIN"), Readers(connect, READERS))

@@ -16,30 +16,30 @@ import asyncio
 import contextlib
 import logging
 import queue
-import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from devicecloud.core.errors import Unavailable
+from devicecloud.store.connection import Connection
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-def _broken(conn: sqlite3.Connection) -> bool:
+def _broken(conn: Connection) -> bool:
     return bool(getattr(conn, "broken", False))
 
 
 class Readers:
     """`call(fn, *args)` runs `fn(conn, *args)` on one of `size` threads, each with a connection."""
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection], size: int = 2) -> None:
+    def __init__(self, connect: Callable[[], Connection], size: int = 2) -> None:
         self._connect = connect
-        self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
-        self._open: set[sqlite3.Connection] = set()
+        self._idle: queue.SimpleQueue[Connection] = queue.SimpleQueue()
+        self._open: set[Connection] = set()
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(size, thread_name_prefix="store-read")
         self._loop = asyncio.get_running_loop()
@@ -76,7 +76,7 @@ class Readers:
             return result
         raise AssertionError("unreachable")
 
-    def _take(self) -> sqlite3.Connection:
+    def _take(self) -> Connection:
         try:
             return self._idle.get_nowait()
         except queue.Empty:
@@ -90,7 +90,7 @@ class Readers:
             self._open.add(conn)
         return conn
 
-    def _drop(self, conn: sqlite3.Connection) -> None:
+    def _drop(self, conn: Connection) -> None:
         with self._lock:
             self._open.discard(conn)
         with contextlib.suppress(Exception):

@@ -1,22 +1,17 @@
-"""The SQL store's part for the ESP-AI API: agents, firmware images and device records.
-
-Each `_job` runs on the writer thread inside the current transaction; `EspAiSqlite` is mixed into
-the SQL store, whose `_writer` queues them. The SQL is what SQLite and PostgreSQL both accept.
-"""
+"""The ESP-AI API's records: agents, the device records of accounts, firmware images."""
 
 from __future__ import annotations
 
 import secrets
-import sqlite3
 from collections.abc import Sized
 from typing import Any
 
 import orjson
 
 from devicecloud.core.espai_models import TEXT_COLUMNS, Agent, DeviceQuery, EspAiDevice, Firmware
-from devicecloud.store.columns import savepoint, update_columns
-from devicecloud.store.group_commit import GroupCommitter
-from devicecloud.store.reads import Readers
+from devicecloud.store.connection import Connection
+from devicecloud.store.sql.base import SqlPart
+from devicecloud.store.sql.columns import savepoint, update_columns
 
 _AGENT_COLUMNS = "id, account_id, name, api_key, server_url, created_at, updated_at"
 _AGENT_CHANGES = frozenset({"name", "api_key", "server_url"})
@@ -50,32 +45,32 @@ def _marks(values: Sized) -> str:
     return ", ".join(["?"] * len(values))
 
 
-def _record_where(conn: sqlite3.Connection, where: str, *args: Any) -> EspAiDevice | None:
+def _record_where(conn: Connection, where: str, *args: Any) -> EspAiDevice | None:
     row = conn.execute(f"{_RECORD_FROM} WHERE {where}", args).fetchone()
     return _record(row) if row else None
 
 
 # Agents ------------------------------------------------------------------------------------------
 
-def _create_agent(conn: sqlite3.Connection, agent: Agent) -> None:
+def _create_agent(conn: Connection, agent: Agent) -> None:
     conn.execute(f"INSERT INTO agents ({_AGENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                  (agent.id, agent.account_id, agent.name, agent.api_key, agent.server_url,
                   agent.created_at, agent.updated_at))
 
 
-def _agent_where(conn: sqlite3.Connection, column: str, value: object) -> Agent | None:
+def _agent_where(conn: Connection, column: str, value: object) -> Agent | None:
     row = conn.execute(f"SELECT {_AGENT_COLUMNS} FROM agents WHERE {column} = ?",
                        (value,)).fetchone()
     return Agent(*row) if row else None
 
 
-def _agents_of(conn: sqlite3.Connection, account_id: int) -> list[Agent]:
+def _agents_of(conn: Connection, account_id: int) -> list[Agent]:
     rows = conn.execute(f"SELECT {_AGENT_COLUMNS} FROM agents WHERE account_id = ? "
                         "ORDER BY created_at, id", (account_id,))
     return [Agent(*row) for row in rows]
 
 
-def _delete_agent(conn: sqlite3.Connection, agent_id: str, now: int) -> list[str]:
+def _delete_agent(conn: Connection, agent_id: str, now: int) -> list[str]:
     tokens = [row[0] for row in conn.execute(
         "UPDATE devices SET owner_id = NULL, agent_id = NULL, updated_at = ? WHERE agent_id = ? "
         "RETURNING token", (now, agent_id))]
@@ -85,7 +80,7 @@ def _delete_agent(conn: sqlite3.Connection, agent_id: str, now: int) -> list[str
 
 # Device records ----------------------------------------------------------------------------------
 
-def _espai_bind(conn: sqlite3.Connection, mac: str, token: str, agent: Agent,
+def _espai_bind(conn: Connection, mac: str, token: str, agent: Agent,
                 reported: dict[str, str], now: int) -> EspAiDevice | None:
     """Bind the MAC (a new device row if unknown) to the agent; None if another account has it.
     The owner condition is part of the update, so of two accounts binding at once (in two
@@ -103,7 +98,7 @@ def _espai_bind(conn: sqlite3.Connection, mac: str, token: str, agent: Agent,
     return None if row is None else _record_where(conn, "d.id = ?", row[0])
 
 
-def _espai_devices(conn: sqlite3.Connection,
+def _espai_devices(conn: Connection,
                    query: DeviceQuery) -> tuple[list[EspAiDevice], int]:
     where = ["d.owner_id = ?"]
     args: list[Any] = [query.owner_id]
@@ -135,7 +130,7 @@ def _espai_devices(conn: sqlite3.Connection,
     return [_record(row) for row in rows], total
 
 
-def _espai_update(conn: sqlite3.Connection, row_id: int, changes: dict[str, Any],
+def _espai_update(conn: Connection, row_id: int, changes: dict[str, Any],
                   now: int | None) -> None:
     if not changes.keys() <= _DEVICE_CHANGES:
         raise ValueError(f"cannot change {sorted(changes.keys() - _DEVICE_CHANGES)}")
@@ -149,7 +144,7 @@ def _espai_update(conn: sqlite3.Connection, row_id: int, changes: dict[str, Any]
         conn.execute(f"UPDATE devices SET {assignments} WHERE id = ?", (*values, row_id))
 
 
-def _espai_release(conn: sqlite3.Connection, owner_id: int, public_ids: list[str],
+def _espai_release(conn: Connection, owner_id: int, public_ids: list[str],
                    now: int) -> list[str] | None:
     """Unbind all those devices of the account, or none if any is not one of its devices (then
     the savepoint undoes those it had unbound: the owner condition is in the update itself)."""
@@ -165,11 +160,11 @@ def _espai_release(conn: sqlite3.Connection, owner_id: int, public_ids: list[str
     return tokens
 
 
-def _set_mask_wifi_pwd(conn: sqlite3.Connection, account_id: int, on: bool) -> None:
+def _set_mask_wifi_pwd(conn: Connection, account_id: int, on: bool) -> None:
     conn.execute("UPDATE accounts SET mask_wifi_pwd = ? WHERE id = ?", (int(on), account_id))
 
 
-def _mask_wifi_pwd(conn: sqlite3.Connection, account_id: int) -> bool:
+def _mask_wifi_pwd(conn: Connection, account_id: int) -> bool:
     row = conn.execute("SELECT mask_wifi_pwd FROM accounts WHERE id = ?",
                        (account_id,)).fetchone()
     return bool(row and row[0])
@@ -177,7 +172,7 @@ def _mask_wifi_pwd(conn: sqlite3.Connection, account_id: int) -> bool:
 
 # Firmware ----------------------------------------------------------------------------------------
 
-def _add_firmware(conn: sqlite3.Connection, image: Firmware) -> str | None:
+def _add_firmware(conn: Connection, image: Firmware) -> str | None:
     """Keep the image's record; "exists" if the account has that version of the bin_id."""
     cursor = conn.execute(
         f"INSERT INTO firmware ({_FIRMWARE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
@@ -187,7 +182,7 @@ def _add_firmware(conn: sqlite3.Connection, image: Firmware) -> str | None:
     return None if cursor.rowcount == 1 else "exists"
 
 
-def _firmware_devices_at(conn: sqlite3.Connection, address: str) -> list[tuple[str, str, int, int]]:
+def _firmware_devices_at(conn: Connection, address: str) -> list[tuple[str, str, int, int]]:
     """(token, mac, owner id, last seen) of the bound devices whose last firmware socket came
     from `address`."""
     rows = conn.execute("SELECT token, mac, owner_id, COALESCE(last_seen_at, 0) FROM devices "
@@ -195,28 +190,25 @@ def _firmware_devices_at(conn: sqlite3.Connection, address: str) -> list[tuple[s
     return [(row[0], row[1], row[2], row[3]) for row in rows]
 
 
-def _firmware_where(conn: sqlite3.Connection, where: str, *args: Any) -> list[Firmware]:
+def _firmware_where(conn: Connection, where: str, *args: Any) -> list[Firmware]:
     rows = conn.execute(f"SELECT {_FIRMWARE_COLUMNS} FROM firmware WHERE {where}", args)
     return [Firmware(*row) for row in rows]
 
 
-def _delete_firmware(conn: sqlite3.Connection, account_id: int,
+def _delete_firmware(conn: Connection, account_id: int,
                      firmware_id: str) -> Firmware | None:
     row = conn.execute(f"DELETE FROM firmware WHERE id = ? AND account_id = ? "
                        f"RETURNING {_FIRMWARE_COLUMNS}", (firmware_id, account_id)).fetchone()
     return Firmware(*row) if row else None
 
 
-def _set_firmware_address(conn: sqlite3.Connection, row_id: int, address: str) -> None:
+def _set_firmware_address(conn: Connection, row_id: int, address: str) -> None:
     conn.execute("UPDATE devices SET firmware_addr = ? WHERE id = ? "
                  "AND (firmware_addr IS NULL OR firmware_addr <> ?)", (address, row_id, address))
 
 
-class EspAiSqlite:
-    """The ESP-AI methods of the `Store` port, for `SqliteStore`."""
-
-    _writer: GroupCommitter
-    _reader: Readers
+class SqlEspAi(SqlPart):
+    """The `EspAiStore` port."""
 
     async def create_agent(self, agent: Agent) -> None:
         await self._writer.call(_create_agent, agent)

@@ -1,13 +1,14 @@
-"""Helpers shared by the stores' jobs: change some named columns of one row; a savepoint."""
+"""Helpers shared by the jobs: change some named columns of one row; a savepoint."""
 
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 
+from devicecloud.store.connection import Connection
 
-def update_columns(conn: sqlite3.Connection, table: str, allowed: frozenset[str], row_id: object,
+
+def update_columns(conn: Connection, table: str, allowed: frozenset[str], row_id: object,
                    changes: Mapping[str, str], now: int) -> None:
     """Set `changes` (only columns in `allowed`) and `updated_at` on the row `row_id`."""
     if not changes.keys() <= allowed:
@@ -18,7 +19,7 @@ def update_columns(conn: sqlite3.Connection, table: str, allowed: frozenset[str]
 
 
 @contextlib.contextmanager
-def savepoint(conn: sqlite3.Connection) -> Iterator[Callable[[], None]]:
+def savepoint(conn: Connection) -> Iterator[Callable[[], None]]:
     """A savepoint in the group's transaction: calling what it yields undoes this job's changes
     since, leaving the rest of the group's transaction as it was (SQLite and PostgreSQL alike)."""
     def undo() -> None:

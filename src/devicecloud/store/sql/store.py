@@ -1,0 +1,14 @@
+"""The `Store` port, whole: every aggregate's part on one writer and one set of readers."""
+
+from __future__ import annotations
+
+from devicecloud.store.sql.accounts import SqlAccounts
+from devicecloud.store.sql.devices import SqlDevices
+from devicecloud.store.sql.espai import SqlEspAi
+from devicecloud.store.sql.fields import SqlFields
+from devicecloud.store.sql.files import SqlFiles
+
+
+class SqlStore(SqlDevices, SqlFields, SqlFiles, SqlAccounts, SqlEspAi):
+    """The `Store` port: writes as jobs for a group-committing writer, reads on `Readers`;
+    `SqliteStore` and `PostgresStore` choose the engine."""
