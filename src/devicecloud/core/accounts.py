@@ -12,7 +12,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from devicecloud.core.errors import Conflict, InvalidRequest, Unauthorized
 from devicecloud.core.ids import is_token, new_token, now_ms
 from devicecloud.core.models import Account
-from devicecloud.core.ports import Store
+from devicecloud.core.ports import AccountStore
 
 MIN_PASSWORD_LENGTH = 8
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+")
@@ -45,7 +45,7 @@ def _new_password(raw: object) -> str:
 class Accounts:
     """Creating accounts and checking who is who. Password hashing runs off the event loop."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: AccountStore) -> None:
         self.store = store
 
     async def create(self, email: object, password: object, display_name: object = "",

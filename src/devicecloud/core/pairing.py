@@ -11,7 +11,7 @@ import secrets
 
 from devicecloud.core.errors import Conflict, InvalidRequest, NotFound
 from devicecloud.core.models import Device
-from devicecloud.core.ports import Store
+from devicecloud.core.ports import DeviceStore
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 PAIR_CODE_LENGTH = 8
@@ -42,7 +42,7 @@ def normalise_pair_code(raw: object) -> str:
     return code
 
 
-async def issue(store: Store, device: Device, now: int) -> str:
+async def issue(store: DeviceStore, device: Device, now: int) -> str:
     """A fresh code for `device`, as shown, valid until `now` + 10 minutes; it replaces the
     device's older code. Codes are unique among the live ones."""
     for _ in range(_ISSUE_ATTEMPTS):
@@ -52,7 +52,7 @@ async def issue(store: Store, device: Device, now: int) -> str:
     raise Conflict("no pairing code is free right now; ask again in a moment")
 
 
-async def redeem(store: Store, raw: object, now: int) -> str:
+async def redeem(store: DeviceStore, raw: object, now: int) -> str:
     """The token of the device this live code was issued to; the code is used up."""
     token = await store.take_pair_code(normalise_pair_code(raw), now)
     if token is None:

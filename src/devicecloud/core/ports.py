@@ -12,9 +12,12 @@ from devicecloud.core.events import Event
 from devicecloud.core.models import Account, Device, Field, HistoryEntry, StoredFile
 
 
-class Store(Protocol):
-    """Durable records. Every write returns only after it is committed; a read sees every write
-    committed before it started (never waiting for writes queued after)."""
+# The store, by aggregate: each core service asks for the parts it uses. Every write returns only
+# after it is committed; a read sees every write committed before it started (never waiting for
+# writes queued after).
+class DeviceStore(Protocol):
+    """Devices: registration, ownership (bind, release and release requests), pairing codes,
+    when each was last seen."""
 
     async def register_mac(self, mac: str, device_type: str, token: str, now: int) -> Device:
         """The device with this MAC (created with `token` if new)."""
@@ -46,23 +49,6 @@ class Store(Protocol):
 
     async def devices_of(self, owner_id: int) -> list[Device]: ...
 
-    async def create_account(self, email: str, password_hash: str, display_name: str,
-                             phone: str, open_api_key: str, now: int) -> Account | None:
-        """A new account; None if the email is taken."""
-        ...
-
-    async def account_login(self, email: str) -> tuple[Account, str] | None:
-        """The account with this email and its password hash."""
-        ...
-
-    async def account_by_id(self, account_id: int) -> Account | None: ...
-
-    async def account_by_api_key(self, open_api_key: str) -> Account | None: ...
-
-    async def update_account(self, account_id: int, changes: dict[str, str], now: int) -> None:
-        """Set some of `display_name`, `phone`, `open_api_key`, `password_hash`."""
-        ...
-
     async def set_downlink_limit(self, device_id: int, limit: int | None) -> None:
         """The largest message the device accepts from us (None: no limit)."""
         ...
@@ -70,6 +56,19 @@ class Store(Protocol):
     async def touch(self, device_id: int, now: int) -> None:
         """Record that the device was seen at `now`."""
         ...
+
+    async def put_pair_code(self, code: str, device_id: int, expires_at: int, now: int) -> bool:
+        """Give the device this pairing code in place of any earlier one (and forget codes
+        expired at `now`); False if the code is already another device's live code."""
+        ...
+
+    async def take_pair_code(self, code: str, now: int) -> str | None:
+        """Remove the code; the token of its device if it was still live at `now`."""
+        ...
+
+
+class FieldStore(Protocol):
+    """The data fields of devices and their history."""
 
     async def add_field(self, device_id: int, name: str, value: Any, encoded: bytes,
                         data_type: str, permissions: str, ids: tuple[str, str],
@@ -104,6 +103,10 @@ class Store(Protocol):
         """A page of a field's history, newest first, and the total count."""
         ...
 
+
+class FileStore(Protocol):
+    """The records of stored files (their contents are in `Blobs`)."""
+
     async def add_file(self, file: StoredFile) -> None: ...
 
     async def get_file(self, file_id: str) -> StoredFile | None: ...
@@ -115,16 +118,31 @@ class Store(Protocol):
 
     async def delete_file(self, file_id: str) -> None: ...
 
-    async def put_pair_code(self, code: str, device_id: int, expires_at: int, now: int) -> bool:
-        """Give the device this pairing code in place of any earlier one (and forget codes
-        expired at `now`); False if the code is already another device's live code."""
+
+class AccountStore(Protocol):
+    """Accounts: who signs in to the console, with the Open API key each holds."""
+
+    async def create_account(self, email: str, password_hash: str, display_name: str,
+                             phone: str, open_api_key: str, now: int) -> Account | None:
+        """A new account; None if the email is taken."""
         ...
 
-    async def take_pair_code(self, code: str, now: int) -> str | None:
-        """Remove the code; the token of its device if it was still live at `now`."""
+    async def account_login(self, email: str) -> tuple[Account, str] | None:
+        """The account with this email and its password hash."""
         ...
 
-    # ESP-AI: agents, device records, firmware images (see core/espai.py).
+    async def account_by_id(self, account_id: int) -> Account | None: ...
+
+    async def account_by_api_key(self, open_api_key: str) -> Account | None: ...
+
+    async def update_account(self, account_id: int, changes: dict[str, str], now: int) -> None:
+        """Set some of `display_name`, `phone`, `open_api_key`, `password_hash`,
+        `session_epoch`."""
+        ...
+
+
+class EspAiStore(Protocol):
+    """The ESP-AI API's records: agents, device records, firmware images (see core/espai.py)."""
 
     async def create_agent(self, agent: Agent) -> None: ...
 
@@ -193,6 +211,14 @@ class Store(Protocol):
     async def get_firmware(self, firmware_id: str) -> Firmware | None: ...
 
     async def delete_firmware(self, account_id: int, firmware_id: str) -> Firmware | None: ...
+
+
+class EzDataStore(DeviceStore, FieldStore, FileStore, Protocol):
+    """What EzData keeps: devices, their data fields and files."""
+
+
+class Store(EzDataStore, AccountStore, EspAiStore, Protocol):
+    """Durable records: every aggregate's, and the store's own end."""
 
     async def close(self) -> None:
         """Commit and answer everything queued, then release the database."""

@@ -36,7 +36,7 @@ from devicecloud.core.models import (
     data_type_of,
     encode_value,
 )
-from devicecloud.core.ports import Blobs, Bus, Spool, Store
+from devicecloud.core.ports import Blobs, Bus, EzDataStore, Spool
 
 RELEASE_AFTER_MS = 24 * 3600 * 1000
 """A release asked for by a bound device's token takes effect this long after the request unless
@@ -101,7 +101,7 @@ class DeviceCloud:
     its `Device` and follows it through the bus (`DeviceUpdated`).
     """
 
-    def __init__(self, store: Store, bus: Bus, blobs: Blobs, *,
+    def __init__(self, store: EzDataStore, bus: Bus, blobs: Blobs, *,
                  downlink_size: DownlinkSize) -> None:
         self.store = store
         self.bus = bus
