@@ -5,7 +5,6 @@ and the device connections survive, and nothing is acknowledged that was not com
 from __future__ import annotations
 
 import getpass
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import httpx
 import psycopg
 import pytest
 from support.clients import WsDevice
+from support.polling import eventually
 from support.server import POSTGRES_ADMIN_URL, Server, postgres_database
 
 ADMIN_URL = POSTGRES_ADMIN_URL or f"postgresql://{getpass.getuser()}@127.0.0.1:5432/postgres"
@@ -48,11 +48,9 @@ def _cut_connections(database: str) -> None:
     """What a PostgreSQL restart does to devicecloud's connections, at a moment when they are idle
     (a cut in the middle of a transaction fails that transaction: see the next test)."""
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        deadline = time.monotonic() + 5
-        while admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
-                            "AND state <> 'idle'", (database,)).fetchone() != (0,):
-            assert time.monotonic() < deadline, "devicecloud's connection never went idle"
-            time.sleep(0.01)
+        eventually(lambda: admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname "
+                                         "= %s AND state <> 'idle'", (database,)).fetchone()
+                   == (0,), "devicecloud's connections idle", every=0.01)
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                       "WHERE datname = %s AND pid <> pg_backend_pid()", (database,))
 

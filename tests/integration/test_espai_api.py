@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 import pytest
 from support.clients import WsDevice
@@ -18,6 +16,7 @@ from support.espai import (
     new_tenant,
     wait_online,
 )
+from support.polling import eventually
 from support.server import Server, random_mac
 
 SEED_RECORD_KEYS = [
@@ -123,7 +122,9 @@ async def test_is_online_follows_live_connections_of_any_kind(server: Server) ->
     assert [r["id"] for r in listed(server, tenant, is_online=1)["data"]] == [row["id"]]
     firmware = await Firmware.connect(server, mac, tenant.api_key)
     await ezdata.close()
-    await asyncio.sleep(0.3)
+    status = f"{server.url}/api/v1/devices/{token}/status"
+    eventually(lambda: httpx.get(status).json()["data"]["transports"] == ["espai-websocket"],
+               "the EzData socket's close taken in")
     assert listed(server, tenant, device_id=mac)["data"][0]["is_online"] == "1"
     assert [r["device_id"] for r in listed(server, tenant, is_online="0")["data"]] == [
         colon_mac(other_mac)]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
+from support.polling import eventually
 from support.server import database_url
 
 from devicecloud.app import create_app
@@ -65,10 +65,9 @@ def test_agents_pushes_and_local_data(client: TestClient) -> None:
 
     query = f"device_type=hardware&device_id={MAC}&version=1&api_key={agent.api_key}"
     with client.websocket_connect(f"/connect_espai_node?{query}") as ws:
-        for _ in range(250):  # the socket is open; wait until the device has joined
-            if call(client, espai.list_devices, account, {"is_online": "1"})[1] == 1:
-                break
-            time.sleep(0.02)
+        # The socket is open; wait until the device has joined.
+        eventually(lambda: call(client, espai.list_devices, account, {"is_online": "1"})[1] == 1,
+                   "the device joined", every=0.02)
         call(client, espai.send_message, account, device_id, "你好")
         assert ws.receive_json() == {"type": "message", "message": "你好"}
         call(client, espai.ask_local_data, account, device_id)
@@ -77,11 +76,11 @@ def test_agents_pushes_and_local_data(client: TestClient) -> None:
         image = call(client, espai.push_ota, account, device_id, "http://cloud.test")
         assert ws.receive_json() == {"type": "ota_update", "url": upload["data"]["bin_url"]}
         assert image.version == "2"
-        for _ in range(100):
+        def with_local_data() -> Any:
             stored = call(client, espai.device, account, device_id)
-            if stored.local_data is not None:
-                break
-            time.sleep(0.02)
+            return stored if stored.local_data is not None else None
+
+        stored = eventually(with_local_data, "the local data stored", every=0.02)
         assert stored.local_data == {"ext2": "0.6", "ext3": "1"}
         assert call(client, espai.record, stored)["is_online"] == "1"
         assert call(client, espai.list_devices, account, {})[0][0]["is_online"] == "1"

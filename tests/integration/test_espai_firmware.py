@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,6 +24,7 @@ from support.espai import (
     new_tenant,
     wait_online,
 )
+from support.polling import eventually
 from support.server import Server, random_mac
 
 from devicecloud.store import migrate
@@ -207,11 +209,12 @@ async def test_the_socket_fills_the_record(server: Server, tenant: Tenant) -> No
     await firmware.send({"type": "something new"})
     await firmware.ws.send("not json")
     await firmware.ws.send(b"\x00\x01")
-    for _ in range(50):
+
+    def with_battery() -> Any:
         row = listed(server, tenant, device_id=mac)["data"][0]
-        if row["battery"] is not None:
-            break
-        await asyncio.sleep(0.05)
+        return row if row["battery"] is not None else None
+
+    row = await asyncio.to_thread(eventually, with_battery, "the battery recorded", 2.5)
     assert row["battery"] == 87 and row["is_online"] == "1"
     assert (row["version"], row["wifi_ssid"], row["wifi_pwd"], row["net_ip"]) == (
         "Fruina.V3", "home", "pw-123", "192.168.3.71")

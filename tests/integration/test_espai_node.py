@@ -6,7 +6,6 @@ server of its own) and checks what each example prints.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
@@ -114,5 +113,4 @@ async def test_the_seed_examples_run_unchanged(node_modules: Path, served: Serve
     notice = await firmware.recv()
     assert notice["type"] == "error" and "设备已解绑" in notice["message"]
     assert await firmware.closed()
-    await asyncio.sleep(0)
     assert listed(server, tenant)["totalNumber"] == 0

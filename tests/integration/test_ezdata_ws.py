@@ -183,7 +183,7 @@ async def test_rest_writes_push_to_every_connection_of_the_device(server: Server
         for device in (first, second):
             push = await device.recv_json()
             assert push["cmd"] == 108 and push["body"]["name"] == "speed"
-    assert await bystander.silent()
+    assert await bystander.before_marker() == []
     for device in (first, second, bystander):
         await device.close()
 
@@ -195,7 +195,7 @@ async def test_device_writes_push_to_its_other_connections_not_itself(server: Se
     assert (await writer.request(100, name="led", value="on"))["cmd"] == 100
     push = await watcher.recv_json()
     assert push["cmd"] == 109 and push["body"]["value"] == "on"
-    assert await writer.silent()
+    assert await writer.before_marker() == []
     await writer.close()
     await watcher.close()
 
@@ -235,30 +235,32 @@ class Tab5:
         self.shown: dict[str, object] = {}
         self.refetches = 0
 
-    async def run(self, quiet: float) -> None:
+    async def run(self, last: str) -> None:
+        """Follow pushes until the one about field `last` (the last field written)."""
         while True:
-            try:
-                push = await self.device.recv_json(timeout=quiet)
-            except TimeoutError:
-                return
+            push = await self.device.recv_json()
             assert push["cmd"] in (107, 108, 109), push
             self.refetches += 1
             listed = await self.device.request(103)
             assert listed["cmd"] == 103, f"took a push as the data list: {listed}"
             self.shown = {r["name"]: r["value"] for r in listed["body"]}
+            if push["body"]["name"] == last:
+                return
 
 
 async def test_burst_of_50_writes_leaves_a_tab5_showing_the_final_values(server: Server) -> None:
     token = server.register(device_type="tab5")
     tab5 = Tab5(await WsDevice.connect(server.ws_url, token))
-    running = asyncio.create_task(tab5.run(quiet=3.0))
+    running = asyncio.create_task(tab5.run(last="end"))
     async with httpx.AsyncClient() as http:
         for i in range(50):
             await http.post(f"{server.url}/api/v2/{token}/add",
                             json={"name": f"f{i % 5}", "value": i, "dataType": "number"})
+        await http.post(f"{server.url}/api/v2/{token}/add", json={"name": "end", "value": 1})
     await running
-    assert tab5.shown == {f"f{k}": 45 + k for k in range(5)}
-    assert tab5.refetches <= 50
+    assert tab5.shown == {**{f"f{k}": 45 + k for k in range(5)}, "end": 1}
+    assert tab5.refetches <= 51
+    assert await tab5.device.before_marker() == [], "no push after the last write's"
     await tab5.device.close()
 
 

@@ -6,12 +6,12 @@ account's devices."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
 import pytest
 from support.espai import Firmware, Tenant, add_device, api, new_tenant
+from support.polling import eventually
 from support.server import Server, random_mac
 
 IMAGE = b"\x7fELF" + bytes(range(256)) * 16
@@ -42,10 +42,7 @@ def ota(server: Server, version: str = "1.0", bin_id: str = "0", **extra: str) -
 def offered_soon(server: Server, expected: dict[str, Any], **extra: str) -> None:
     """Wait until the unmodified firmware's question gets `expected` (the socket's address is
     recorded just after it opens)."""
-    deadline = time.monotonic() + 5
-    while (answer := ota(server, **extra)) != expected:
-        assert time.monotonic() < deadline, answer
-        time.sleep(0.05)
+    eventually(lambda: ota(server, **extra) == expected, f"the answer {expected}")
 
 
 NOTHING = {"latest": True, "bin_url": ""}

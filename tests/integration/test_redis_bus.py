@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from support.clients import WsDevice
 from support.espai import add_device, new_tenant, wait_online
+from support.polling import eventually
 from support.server import Server, random_mac
 from support.services import PrivateRedis
 
@@ -50,10 +51,14 @@ async def test_a_write_through_one_process_pushes_to_a_device_on_another(
     await device.close()
 
 
-async def _health(server: Server) -> dict[str, object]:
-    async with httpx.AsyncClient() as http:
-        doc: dict[str, object] = (await http.get(f"{server.url}/healthz")).json()
-    return doc
+def _healthy(*servers: Server, status: str = "ok") -> bool:
+    return all(httpx.get(f"{server.url}/healthz").json()["status"] == status
+               for server in servers)
+
+
+def _status(server: Server, token: str) -> dict[str, Any]:
+    doc = httpx.get(f"{server.url}/api/v1/devices/{token}/status").json()
+    return dict(doc["data"])
 
 
 async def test_a_redis_outage_is_survived_and_reported(pair: tuple[Server, Server],
@@ -61,19 +66,14 @@ async def test_a_redis_outage_is_survived_and_reported(pair: tuple[Server, Serve
     first, second = pair
     token = first.register()
     device = await WsDevice.connect(first.ws_url, token)
-    assert (await _health(first))["status"] == "ok"
+    assert _healthy(first)
     redis_server.stop()
-    deadline = time.monotonic() + 10
-    while (await _health(first))["status"] != "degraded":
-        assert time.monotonic() < deadline, "the outage was not reported"
-        await asyncio.sleep(0.1)
+    await asyncio.to_thread(eventually, lambda: _healthy(first, status="degraded"),
+                            "the outage reported", 10)
     # Traffic that needs no other process keeps working.
     assert (await device.request(100, name="during", value=1))["code"] == 200
     redis_server.start()
-    deadline = time.monotonic() + 15
-    while (await _health(first))["status"] != "ok" or (await _health(second))["status"] != "ok":
-        assert time.monotonic() < deadline, "the bus did not come back"
-        await asyncio.sleep(0.1)
+    await asyncio.to_thread(eventually, lambda: _healthy(first, second), "the bus back", 15)
     async with httpx.AsyncClient() as http:
         await http.post(f"{second.url}/api/v2/{token}/add", json={"name": "after", "value": 2})
     # After the gap the device is sent what changed meanwhile, with current values.
@@ -90,22 +90,12 @@ async def test_presence_is_shared_between_processes(pair: tuple[Server, Server])
     token = first.register()
     device = await WsDevice.connect(first.ws_url, token)
 
-    async def status(server: Server) -> dict[str, object]:
-        async with httpx.AsyncClient() as http:
-            doc = (await http.get(f"{server.url}/api/v1/devices/{token}/status")).json()
-        result: dict[str, object] = doc["data"]
-        return result
-
-    deadline = time.monotonic() + 5
-    while (await status(second))["online"] is not True:
-        assert time.monotonic() < deadline, "the other process never saw the device online"
-        await asyncio.sleep(0.05)
-    assert (await status(second))["transports"] == ["websocket"]
+    await asyncio.to_thread(eventually, lambda: _status(second, token)["online"],
+                            "the other process seeing the device online")
+    assert _status(second, token)["transports"] == ["websocket"]
     await device.close()
-    deadline = time.monotonic() + 5
-    while (await status(second))["online"] is not False:
-        assert time.monotonic() < deadline, "the other process never saw the device go"
-        await asyncio.sleep(0.05)
+    await asyncio.to_thread(eventually, lambda: not _status(second, token)["online"],
+                            "the other process seeing the device go")
 
 
 async def test_espai_is_online_holds_while_any_process_holds_the_device(
@@ -118,8 +108,11 @@ async def test_espai_is_online_holds_while_any_process_holds_the_device(
     on_first = await WsDevice.connect(first.ws_url, token)
     on_second = await WsDevice.connect(second.ws_url, token)
     await asyncio.to_thread(wait_online, first, tenant, mac, "1")
+    seen = _status(second, token)["lastSeen"]
     await on_second.close()  # still held by the first process
-    await asyncio.sleep(0.5)
+    # Its close is taken in once the device's last sighting is recorded, after it left.
+    await asyncio.to_thread(eventually, lambda: _status(second, token)["lastSeen"] != seen,
+                            "the close taken in")
     assert (await asyncio.to_thread(wait_online, second, tenant, mac, "1"))["is_online"] == "1"
     await on_first.close()
     await asyncio.to_thread(wait_online, second, tenant, mac, "0")

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 from support.mqtt_clients import RawMqtt
+from support.polling import eventually
 from support.server import Server, random_mac
 
 from devicecloud.gateways.http_protocol import HEADER_LIMIT, HEADER_TIMEOUT
@@ -142,9 +143,8 @@ def _open_files(pid: int) -> int:
 
 
 async def _until_logged(server: Server, text: str, limit: float) -> None:
-    async with asyncio.timeout(limit):
-        while text not in server.log():
-            await asyncio.sleep(0.2)
+    await asyncio.to_thread(eventually, lambda: text in server.log(), f"{text!r} logged", limit,
+                            0.2)
 
 
 async def test_running_out_of_files_is_logged_once_and_passes(own_server: Server) -> None:

@@ -41,13 +41,18 @@ class WsDevice:
                          "body": {**body, "requestType": request_type}})
         return await self.recv_json()
 
-    async def silent(self, seconds: float = 0.3) -> bool:
-        """True if nothing arrives within `seconds`."""
-        try:
-            await asyncio.wait_for(self.ws.recv(), seconds)
-        except TimeoutError:
-            return True
-        return False
+    async def before_marker(self) -> list[Any]:
+        """Every message the server had queued for this connection, without waiting for silence:
+        a LIST request (its answer also ends push pacing, so a held push goes out right after
+        it), then, once answered, a heartbeat. Returns what arrived besides the two answers."""
+        await self.send({"deviceToken": self.token, "body": {"requestType": 103}})
+        others = []
+        while (message := await self.recv_json())["cmd"] != 103:  # never a push's cmd
+            others.append(message)
+        await self.send({"deviceToken": self.token, "body": "ping"})
+        while (text := await self.recv()) != "pong":
+            others.append(json.loads(text))
+        return others
 
     async def close(self) -> None:
         await self.ws.close()

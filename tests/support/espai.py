@@ -9,7 +9,6 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -18,6 +17,7 @@ import httpx
 import sqlalchemy
 from websockets.asyncio.client import ClientConnection, connect
 
+from support.polling import eventually
 from support.server import Server
 
 
@@ -95,13 +95,11 @@ def listed(server: Server, tenant: Tenant, **filters: Any) -> Any:
 def wait_online(server: Server, tenant: Tenant, mac: str, online: str,
                 timeout: float = 5.0) -> dict[str, Any]:
     """The device's record once its `is_online` is `online`."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def record() -> dict[str, Any] | None:
         rows = listed(server, tenant, device_id=mac)["data"]
-        if rows and rows[0]["is_online"] == online:
-            return dict(rows[0])
-        assert time.monotonic() < deadline, rows
-        time.sleep(0.05)
+        return dict(rows[0]) if rows and rows[0]["is_online"] == online else None
+
+    return eventually(record, f"is_online {online}", timeout)
 
 
 class Firmware:
