@@ -1,5 +1,5 @@
-"""MQTT test clients: a raw one built on the project's codec (exact bytes, malformed input) and
-helpers around paho-mqtt, the client most Python device simulators use."""
+"""MQTT test clients: a raw one built on the project's codec and session layer (exact bytes,
+malformed input) and helpers around paho-mqtt, the client most Python device simulators use."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from typing import Any
 import paho.mqtt.client as paho
 
 from devicecloud.protocols import mqtt
+from devicecloud.protocols.ezdata_mqtt import down_topic, up_topic
+from devicecloud.protocols.mqtt_session import Close, MqttSession, Send
 from support.clients import closed_within
 
 
@@ -20,12 +22,14 @@ def client_id(mac: str, style: str = "ez") -> str:
 
 
 class RawMqtt:
-    """A bare MQTT 3.1.1 client over an asyncio stream."""
+    """A bare MQTT 3.1.1 client over an asyncio stream, on a client `MqttSession`: `recv` gives
+    the session's events (it writes the answers the protocol gives by itself), `publish` and
+    `device` go through the session, `send` writes exact packets or bytes past it."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
-        self.parser = mqtt.Parser(role="client")
+        self.session = MqttSession("client", asyncio.get_running_loop().time())
         self.pending: list[mqtt.Packet] = []
 
     @classmethod
@@ -38,13 +42,14 @@ class RawMqtt:
                      keepalive: int = 60, subscribe: bool = True) -> RawMqtt:
         """Connected (and subscribed to its down topic) the way EzData firmware does it."""
         client = await cls.open(port)
-        await client.send(mqtt.Connect(client_id=client_id(mac, style), username=token,
-                                       keepalive=keepalive))
+        await client.send(client.session.connect(mqtt.Connect(
+            client_id=client_id(mac, style), username=token, keepalive=keepalive)))
         connack = await client.recv()
         assert connack == mqtt.Connack(False, 0), connack
         if subscribe:
-            await client.send(mqtt.Subscribe(1, [(f"$ezdata/{token}/down", 0)]))
-            assert await client.recv() == mqtt.Suback(1, [0])
+            packet_id, data = client.session.subscribe([(down_topic(token), 0)])
+            await client.send(data)
+            assert await client.recv() == mqtt.Suback(packet_id, [0])
         return client
 
     async def send(self, packet: mqtt.Packet | bytes) -> None:
@@ -52,23 +57,35 @@ class RawMqtt:
         await self.writer.drain()
 
     async def publish(self, token: str, doc: Any, qos: int = 0, packet_id: int | None = None,
-                      **flags: Any) -> None:
+                      retain: bool = False) -> None:
         payload = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
-        await self.send(mqtt.Publish(f"$ezdata/{token}/up", payload, qos,
-                                     packet_id=packet_id if qos else None, **flags))
+        await self.send(self.session.publish(up_topic(token), payload, qos, retain=retain,
+                                             packet_id=packet_id))
 
     async def recv(self, timeout: float = 3.0) -> mqtt.Packet:
         while not self.pending:
             data = await asyncio.wait_for(self.reader.read(65536), timeout)
             if not data:
                 raise ConnectionError("closed by the server")
-            self.pending.extend(self.parser.feed(data))
+            for event in self.session.receive(data, asyncio.get_running_loop().time()):
+                if isinstance(event, Send):
+                    self.writer.write(event.data)
+                elif isinstance(event, Close):
+                    raise mqtt.MalformedPacket(event.reason)
+                else:
+                    self.pending.append(event)
         return self.pending.pop(0)
 
     async def recv_json(self, timeout: float = 3.0) -> Any:
         packet = await self.recv(timeout)
         assert isinstance(packet, mqtt.Publish), packet
         return json.loads(packet.payload)
+
+    async def assert_pong_next(self, token: str, timeout: float = 5.0) -> None:
+        """Send a ping and see its pong arrive first: nothing else was on its way before it (the
+        way to show that nothing arrives, without waiting for it)."""
+        await self.publish(token, {"deviceToken": token, "body": "ping"})
+        assert await self.recv(timeout) == mqtt.Publish(down_topic(token), b"pong")
 
     async def closed_within(self, seconds: float) -> bool:
         """True if the server closes the connection within `seconds` (packets are skipped)."""

@@ -35,6 +35,8 @@ from devicecloud.protocols.mqtt import (
     decode_remaining_length,
     encode,
     encode_remaining_length,
+    publish_frame,
+    publish_topic,
     require_connect,
     topic_matches,
     validate_topic_filter,
@@ -664,3 +666,8 @@ def _reference_match(filter_levels: list[str], topic_levels: list[str]) -> bool:
     if not topic_levels:
         return False
     return (head in ("+", topic_levels[0])) and _reference_match(rest, topic_levels[1:])
+
+
+@given(st.text(min_size=1, max_size=300), st.binary(max_size=400))
+def test_the_fast_publish_encoder_gives_what_encode_gives(topic: str, payload: bytes) -> None:
+    assert publish_frame(publish_topic(topic), payload) == encode(Publish(topic, payload))

@@ -22,16 +22,14 @@ from devicecloud.core.service import DeviceCloud
 from devicecloud.gateways.device_session import DeviceSession
 from devicecloud.gateways.hub import Hub
 from devicecloud.gateways.mqtt_client import BrokerAddress, MqttClientConnection
-from devicecloud.gateways.mqtt_listener import DOWNLINK_LIMIT
 from devicecloud.gateways.outbox import Outbox, Payload
 from devicecloud.gateways.partition import Partition, StaticPartition
 from devicecloud.protocols import broker_events, ezdata, mqtt
-from devicecloud.protocols.ezdata_mqtt import down_topic
+from devicecloud.protocols.ezdata_mqtt import DOWNLINK_LIMIT, UP_FILTER, down_topic, up_token
 
 log = logging.getLogger(__name__)
 
-SHARED_UP = "$share/devicecloud/$ezdata/+/up"
-PLAIN_UP = "$ezdata/+/up"
+SHARED_UP = f"$share/devicecloud/{UP_FILTER}"
 PROBE_SECONDS = 2.0
 RETRY_DELAYS = (0.5, 1, 2, 5)
 PUSHED = (FieldChanged, DeviceBound, DeviceUpdated)  # what the sessions act on
@@ -127,7 +125,7 @@ class MqttBridge:
             await connection.subscribe([(SHARED_UP, 1)])
             self.shared = await self._shared_delivery_works(connection)
             if not self.shared:
-                await connection.subscribe([(PLAIN_UP, 1)])
+                await connection.subscribe([(UP_FILTER, 1)])
                 log.warning("the broker does not deliver $share subscriptions of $ezdata topics "
                             "(Mosquitto 2.0 does not): the instances split the devices "
                             "(%s)", type(self.partition).__name__)
@@ -162,12 +160,12 @@ class MqttBridge:
     # up messages -----------------------------------------------------------------------------
 
     def _on_message(self, publish: mqtt.Publish, ack: Callable[[], None] | None) -> None:
-        parts = publish.topic.split("/")
+        token = up_token(publish.topic)
         if publish.topic == self._probe_topic:
             self._probed.set()
-        elif len(parts) == 3 and parts[0] == "$ezdata" and parts[2] == "up":
-            if is_token(parts[1]) and self._mine(parts[1]):
-                self._up(parts[1], publish.payload, ack)
+        elif token is not None:
+            if is_token(token) and self._mine(token):
+                self._up(token, publish.payload, ack)
             elif ack is not None:
                 ack()
             return

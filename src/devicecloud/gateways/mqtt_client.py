@@ -1,17 +1,19 @@
-"""A lean MQTT 3.1.1 client connection (for talking to an external broker), on the project's
-codec: connect, subscribe, publish at QoS 0 or 1, keepalive pings, and a message callback."""
+"""A lean MQTT 3.1.1 client connection (for talking to an external broker), the asyncio glue of
+a client `MqttSession`: connect, subscribe, publish at QoS 0, keepalive pings, and a message
+callback."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
-from devicecloud.protocols import mqtt
+from devicecloud.protocols import mqtt, mqtt_session
+from devicecloud.protocols.mqtt_session import MqttSession
 
 log = logging.getLogger(__name__)
 
@@ -46,26 +48,20 @@ class MqttClientConnection(asyncio.Protocol):
     def __init__(self, on_message: OnMessage, keepalive: int = 30) -> None:
         self.on_message = on_message
         self.keepalive = keepalive
-        self.parser = mqtt.Parser(16 * 1024 * 1024, role="client")
+        loop = asyncio.get_running_loop()
+        self.session = MqttSession("client", loop.time(), 16 * 1024 * 1024)
         self.transport: asyncio.Transport | None = None
-        self.connected: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.connected: asyncio.Future[int] = loop.create_future()
+        self.lost: asyncio.Future[None] = loop.create_future()
         self._acks: dict[int, asyncio.Future[None]] = {}
-        self._ids = itertools.cycle(range(1, 65536))
         self._pinger: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        try:
-            packets = self.parser.feed(data)
-        except mqtt.MalformedPacket as problem:
-            log.error("broker sent a malformed packet: %s", problem.reason)
-            self.close()
-            return
-        for packet in packets:
-            self._handle(packet)
+        for event in self.session.receive(data, asyncio.get_running_loop().time()):
+            self._handle(event)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._pinger is not None:
@@ -77,65 +73,63 @@ class MqttClientConnection(asyncio.Protocol):
             if not future.done():
                 future.set_exception(ConnectionError("broker connection lost"))
 
-    def _handle(self, packet: mqtt.Packet) -> None:
-        if isinstance(packet, mqtt.Publish):
-            ack = None
-            if packet.qos == 1 and packet.packet_id is not None:
-                ack = self._sender(mqtt.Puback(packet.packet_id))
-            elif packet.qos == 2 and packet.packet_id is not None:
-                ack = self._sender(mqtt.Pubrec(packet.packet_id))
-            self.on_message(packet, ack)
-        elif isinstance(packet, mqtt.Pubrel):
-            self.send(mqtt.Pubcomp(packet.packet_id))
-        elif isinstance(packet, mqtt.Connack):
+    def _handle(self, event: mqtt_session.Event) -> None:
+        if isinstance(event, mqtt.Publish):
+            self.on_message(event, partial(self._acknowledge, event) if event.qos else None)
+        elif isinstance(event, mqtt_session.Send):
+            self._write(event.data)
+        elif isinstance(event, mqtt_session.Close):
+            log.error("the broker broke the protocol: %s", event.reason)
+            self.close()
+        elif isinstance(event, mqtt.Connack):
             if not self.connected.done():
-                self.connected.set_result(packet.return_code)
-        elif isinstance(packet, mqtt.Puback | mqtt.Suback | mqtt.Unsuback):
-            future = self._acks.pop(packet.packet_id, None)
+                self.connected.set_result(event.return_code)
+        elif isinstance(event, mqtt.Suback):
+            future = self._acks.pop(event.packet_id, None)
             if future is not None and not future.done():
-                failed = isinstance(packet, mqtt.Suback) and mqtt.SUBACK_FAILURE in \
-                    packet.return_codes
-                if failed:
+                if mqtt.SUBACK_FAILURE in event.return_codes:
                     future.set_exception(PermissionError("the broker refused a subscription"))
                 else:
                     future.set_result(None)
 
-    def _sender(self, packet: mqtt.Packet) -> Callable[[], None]:
-        return lambda: self.send(packet)
+    def _acknowledge(self, packet: mqtt.Publish) -> None:
+        self._write(self.session.acknowledge(packet))
 
-    def send(self, packet: mqtt.Packet) -> None:
+    def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(mqtt.encode(packet))
+            self.transport.write(data)
 
     async def handshake(self, client_id: str, address: BrokerAddress) -> None:
         """Send CONNECT and wait for an accepting CONNACK."""
-        self.send(mqtt.Connect(client_id=client_id, keepalive=self.keepalive,
-                               username=address.username,
-                               password=address.password.encode() if address.password else None))
+        self._write(self.session.connect(mqtt.Connect(
+            client_id=client_id, keepalive=self.keepalive, username=address.username,
+            password=address.password.encode() if address.password else None)))
         code = await asyncio.wait_for(self.connected, 10)
         if code != 0:
             raise ConnectionRefusedError(f"the broker refused the connection (CONNACK {code})")
-        self._schedule_ping()
+        self._arm()
 
     async def subscribe(self, filters: list[tuple[str, int]]) -> None:
-        packet_id = next(self._ids)
+        packet_id, data = self.session.subscribe(filters)
         future = self._acks[packet_id] = asyncio.get_running_loop().create_future()
-        self.send(mqtt.Subscribe(packet_id, filters))
+        self._write(data)
         await asyncio.wait_for(future, 10)
 
     def publish(self, topic: str, payload: bytes) -> None:
         """Fire and forget (QoS 0): devices take their downlinks at QoS 0."""
-        self.send(mqtt.Publish(topic, payload))
+        self._write(self.session.publish(topic, payload))
 
     def close(self) -> None:
         if self.transport is not None:
-            self.send(mqtt.Disconnect())
+            self._write(mqtt.encode(mqtt.Disconnect()))
             self.transport.close()
 
-    def _schedule_ping(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._pinger = loop.call_later(self.keepalive * 0.75, self._ping)
+    def _arm(self) -> None:
+        due = self.session.next_deadline()
+        if due is not None:
+            self._pinger = asyncio.get_running_loop().call_at(due, self._ping)
 
     def _ping(self) -> None:
-        self.send(mqtt.Pingreq())
-        self._schedule_ping()
+        for event in self.session.timeout(asyncio.get_running_loop().time()):
+            self._handle(event)
+        self._arm()

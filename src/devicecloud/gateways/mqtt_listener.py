@@ -1,9 +1,9 @@
 """The built-in MQTT 3.1.1 listener: devices speak EzData on `$ezdata/{token}/up` and `/down`.
 
-One asyncio Protocol per connection, no task while idle. CONNECT must name a registered token as
-username and `ez{mac}ez` or `m5{mac}m5` as client id. A device may subscribe only to its own down
-topic and publish only to its own up topic. PUBACK and PUBREC are sent only once the change the
-message asked for is committed.
+One asyncio Protocol per connection, no task while idle, on a sans-I/O `MqttSession` (the MQTT
+rules). CONNECT must name a registered token as username and `ez{mac}ez` or `m5{mac}m5` as client
+id. A device may subscribe only to its own down topic and publish only to its own up topic
+(`DeviceAcl`). PUBACK and PUBREC are sent only once the change the message asked for is committed.
 
 A peer that reads slowly is held back, not buffered for: once its socket is full the connection
 stops reading its requests and holds its pushes (coalesced per field) until it drains. One that
@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import cast
 
 from devicecloud.core.errors import DeviceCloudError
@@ -25,31 +26,24 @@ from devicecloud.core.service import DeviceCloud
 from devicecloud.gateways.device_session import DeviceSession
 from devicecloud.gateways.hub import Hub
 from devicecloud.gateways.outbox import Outbox, Payload
-from devicecloud.protocols import ezdata, mqtt
-from devicecloud.protocols.ezdata_mqtt import client_id_matches, down_topic, up_topic
+from devicecloud.protocols import ezdata, mqtt, mqtt_session
+from devicecloud.protocols.ezdata_mqtt import (
+    DOWNLINK_LIMIT,
+    DeviceAcl,
+    client_id_matches,
+    down_topic,
+)
 from devicecloud.protocols.mqtt import ConnackCode
+from devicecloud.protocols.mqtt_session import MqttSession
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
 KEEPALIVE_GRACE = 1.5
-DOWNLINK_LIMIT = 4096
 MAX_PACKET_SIZE = 64 * 1024
 WRITE_BUFFER_LIMIT = 1024 * 1024
 STALL_SECONDS = 30.0
-_PINGRESP = mqtt.encode(mqtt.Pingresp())
-
-
-def _topic_head(topic: str) -> bytes:
-    """A topic name as PUBLISH carries it: two length bytes, then UTF-8."""
-    data = topic.encode()
-    return len(data).to_bytes(2, "big") + data
-
-
-def _publish_frame(topic_head: bytes, payload: bytes) -> bytes:
-    """A QoS 0, not retained PUBLISH (what `mqtt.encode(mqtt.Publish(topic, payload))` gives)."""
-    size = len(topic_head) + len(payload)
-    return b"\x30" + mqtt.encode_remaining_length(size) + topic_head + payload
+_NO_ACL = DeviceAcl("", "")  # before the CONNECT is accepted: nothing is allowed
 
 
 async def _nothing_to_flush() -> None:
@@ -57,29 +51,25 @@ async def _nothing_to_flush() -> None:
 
 
 class MqttConnection(asyncio.Protocol):
-    """One device connection. Its writes are gathered and handed to the transport once per
-    event-loop iteration: answers settled together cost one system call, not one each."""
+    """One device connection: bytes to its `MqttSession`, the session's events to the device's
+    `DeviceSession`, timers at the session's deadlines. Its writes are gathered and handed to
+    the transport once per event-loop iteration: answers settled together cost one system call,
+    not one each."""
 
-    __slots__ = ("awaiting_release", "backlog", "client_id", "closing", "connecting", "down",
-                 "down_head", "keepalive", "last_heard", "listener", "parser", "pending",
-                 "session", "stalled", "subscribed", "timer", "transport", "up")
+    __slots__ = ("acl", "client_id", "closing", "down_head", "listener", "mqtt", "pending",
+                 "session", "stalled", "subscribed", "timer", "transport")
 
     def __init__(self, listener: MqttListener) -> None:
         self.listener = listener
         self.transport: asyncio.Transport | None = None
-        self.parser = mqtt.Parser(MAX_PACKET_SIZE)
+        self.mqtt = MqttSession("server", asyncio.get_running_loop().time(), MAX_PACKET_SIZE,
+                                connect_timeout=CONNECT_TIMEOUT, keepalive_grace=KEEPALIVE_GRACE)
         self.session: DeviceSession | None = None
         self.client_id = ""
-        self.down = ""
+        self.acl = _NO_ACL
         self.down_head = b""
-        self.up = ""
         self.pending: list[bytes] | None = None
         self.subscribed = False
-        self.connecting = False
-        self.backlog: list[mqtt.Packet] | None = None
-        self.awaiting_release: dict[int, bool] | None = None
-        self.keepalive = 0.0
-        self.last_heard = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.stalled: asyncio.TimerHandle | None = None  # set while the socket is full
         self.closing = False
@@ -89,27 +79,11 @@ class MqttConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.listener.connections.add(self)
-        loop = asyncio.get_running_loop()
-        self.last_heard = loop.time()
-        self.timer = loop.call_later(CONNECT_TIMEOUT, self._connect_timeout)
+        self._arm()
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
-            return
-        self.last_heard = asyncio.get_running_loop().time()
-        try:
-            packets = self.parser.feed(data)
-        except mqtt.MalformedPacket as problem:
-            for packet in problem.preceding:
-                self._handle(packet)
-            if problem.connack_code is not None and self.session is None:
-                self._write(mqtt.encode(mqtt.Connack(False, problem.connack_code)))
-            self.close(f"malformed packet: {problem.reason}")
-            return
-        for packet in packets:
-            if self.closing:
-                return
-            self._handle(packet)
+        if not self.closing:
+            self._act(self.mqtt.receive(data, asyncio.get_running_loop().time()))
 
     def pause_writing(self) -> None:
         if self.closing or self.transport is None:
@@ -141,57 +115,50 @@ class MqttConnection(asyncio.Protocol):
             self.listener.closing.add(task)
             task.add_done_callback(self.listener.closing.discard)
 
-    # packets -------------------------------------------------------------------------------
+    # events --------------------------------------------------------------------------------
 
-    def _handle(self, packet: mqtt.Packet) -> None:
-        if self.session is None:
-            if self.connecting:
-                if self.backlog is None:
-                    self.backlog = []
-                self.backlog.append(packet)
-            elif isinstance(packet, mqtt.Connect):
-                self.connecting = True
-                task = asyncio.ensure_future(self._connect(packet))
-                self.listener.closing.add(task)
-                task.add_done_callback(self.listener.closing.discard)
+    def _act(self, events: Sequence[mqtt_session.Event]) -> None:
+        for event in events:
+            if self.closing:
+                return
+            if type(event) is mqtt.Publish:
+                self._publish(event)
             else:
-                self.close("first packet must be CONNECT")
-            return
-        if isinstance(packet, mqtt.Publish):
-            self._publish(packet)
-        elif isinstance(packet, mqtt.Pingreq):
-            self._write(_PINGRESP)
-        elif isinstance(packet, mqtt.Subscribe):
-            self._subscribe(packet)
-        elif isinstance(packet, mqtt.Pubrel):
-            if self.awaiting_release is not None:
-                self.awaiting_release.pop(packet.packet_id, None)
-            self._write(mqtt.encode(mqtt.Pubcomp(packet.packet_id)))
-        elif isinstance(packet, mqtt.Unsubscribe):
-            if self.down in packet.topic_filters:
+                self._handle(event)
+
+    def _handle(self, event: mqtt_session.Event) -> None:
+        if isinstance(event, mqtt_session.Send):
+            self._write(event.data)
+        elif isinstance(event, mqtt_session.Close):
+            self.close(event.reason)
+        elif isinstance(event, mqtt.Subscribe):
+            self._subscribe(event)
+        elif isinstance(event, mqtt.Unsubscribe):
+            if any(map(self.acl.may_subscribe, event.topic_filters)):
                 self.subscribed = False
-            self._write(mqtt.encode(mqtt.Unsuback(packet.packet_id)))
-        elif isinstance(packet, mqtt.Disconnect):
+            self._write(mqtt.encode(mqtt.Unsuback(event.packet_id)))
+        elif isinstance(event, mqtt.Connect):
+            task = asyncio.ensure_future(self._connect(event))
+            self.listener.closing.add(task)
+            task.add_done_callback(self.listener.closing.discard)
+        elif isinstance(event, mqtt.Disconnect):
             self.close("client disconnected", polite=True)
-        elif isinstance(packet, mqtt.Puback | mqtt.Pubrec | mqtt.Pubcomp):
-            pass  # downlinks are QoS 0; stray acknowledgements are harmless
-        else:
-            self.close(f"unexpected {type(packet).__name__.upper()}")
+        # what remains is stray acknowledgements (downlinks are QoS 0): harmless
 
     async def _connect(self, packet: mqtt.Connect) -> None:
         code, device = await self._check(packet)
         if self.closing:
             return
         if device is None:
-            self._write(mqtt.encode(mqtt.Connack(False, code)))
+            self._write(self.mqtt.refuse(code))
             self.close(f"CONNECT refused ({code})")
             return
         self.client_id = packet.client_id
-        self.down = down_topic(device.token)
-        self.down_head = _topic_head(self.down)
-        self.up = up_topic(device.token)
+        self.acl = DeviceAcl.of(device.token)
+        self.down_head = mqtt.publish_topic(down_topic(device.token))
         self.listener.take_over(self, device.token)
-        self._write(mqtt.encode(mqtt.Connack(False, ConnackCode.ACCEPTED)))
+        connack, held = self.mqtt.accept()
+        self._write(connack)
         session = DeviceSession(self.listener.cloud, self.listener.hub,
                                 Outbox(self._downlink, None), "mqtt", _nothing_to_flush,
                                 value_on_top=True)
@@ -199,12 +166,8 @@ class MqttConnection(asyncio.Protocol):
         if self.stalled is not None:
             session.outbox.hold()
         self.session = session
-        self.keepalive = packet.keepalive * KEEPALIVE_GRACE
-        self._arm_keepalive()
-        backlog, self.backlog = self.backlog or [], None
-        for queued in backlog:
-            if not self.closing:
-                self._handle(queued)
+        self._arm()
+        self._act(held)
         await self.listener.cloud.limit_downlinks(device, DOWNLINK_LIMIT)
         await self.listener.cloud.touch(device)
 
@@ -224,7 +187,7 @@ class MqttConnection(asyncio.Protocol):
     def _subscribe(self, packet: mqtt.Subscribe) -> None:
         codes = []
         for topic_filter, _qos in packet.subscriptions:
-            if topic_filter == self.down:
+            if self.acl.may_subscribe(topic_filter):
                 self.subscribed = True
                 codes.append(0)
             else:
@@ -234,32 +197,16 @@ class MqttConnection(asyncio.Protocol):
     def _publish(self, packet: mqtt.Publish) -> None:
         session = self.session
         assert session is not None
-        if packet.topic != self.up:
+        if not self.acl.may_publish(packet.topic):
             self.close(f"publish to a foreign topic {packet.topic[:80]!r}")
             return
-        pid = packet.packet_id
         before: Callable[[], None] | None = None
-        if packet.qos == 1:
-            before = self._acknowledge(mqtt.Puback(pid or 0))
-        elif packet.qos == 2:
-            assert pid is not None
-            if self.awaiting_release is None:
-                self.awaiting_release = {}
-            if pid in self.awaiting_release:  # a resent QoS 2 message is carried out once
-                if self.awaiting_release[pid]:
-                    self._write(mqtt.encode(mqtt.Pubrec(pid)))
-                return
-            self.awaiting_release[pid] = False
-            before = self._acknowledge(mqtt.Pubrec(pid))
+        if packet.qos:
+            before = partial(self._acknowledge, packet)
         session.receive(packet.payload, before)
 
-    def _acknowledge(self, ack: mqtt.Puback | mqtt.Pubrec) -> Callable[[], None]:
-        def send() -> None:
-            waiting = self.awaiting_release
-            if isinstance(ack, mqtt.Pubrec) and waiting and ack.packet_id in waiting:
-                waiting[ack.packet_id] = True
-            self._write(mqtt.encode(ack))
-        return send
+    def _acknowledge(self, packet: mqtt.Publish) -> None:
+        self._write(self.mqtt.acknowledge(packet))
 
     # output --------------------------------------------------------------------------------
 
@@ -267,9 +214,9 @@ class MqttConnection(asyncio.Protocol):
         if not self.subscribed:
             return
         data = payload.encode() if isinstance(payload, str) else payload
-        frame = _publish_frame(self.down_head, data)
+        frame = mqtt.publish_frame(self.down_head, data)
         if len(frame) > DOWNLINK_LIMIT:
-            frame = _publish_frame(self.down_head, ezdata.error(
+            frame = mqtt.publish_frame(self.down_head, ezdata.error(
                 f"message larger than the {DOWNLINK_LIMIT}-byte MQTT downlink limit"))
         self._write(frame)
 
@@ -307,26 +254,20 @@ class MqttConnection(asyncio.Protocol):
     def _stall_timeout(self) -> None:
         self.close(f"nothing read for {STALL_SECONDS:g} s")
 
-    def _connect_timeout(self) -> None:
-        self.timer = None
-        if self.session is None:
-            self.close("no CONNECT within 10 s")
-
-    def _arm_keepalive(self) -> None:
+    def _arm(self) -> None:
+        """Wake up at the session's next deadline (the CONNECT's, then the keepalive's)."""
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if self.keepalive > 0:
-            loop = asyncio.get_running_loop()
-            due = self.last_heard + self.keepalive
-            self.timer = loop.call_at(due, self._keepalive_due)
+        due = self.mqtt.next_deadline()
+        if due is not None:
+            self.timer = asyncio.get_running_loop().call_at(due, self._deadline)
 
-    def _keepalive_due(self) -> None:
+    def _deadline(self) -> None:
         self.timer = None
-        if asyncio.get_running_loop().time() - self.last_heard >= self.keepalive:
-            self.close("keepalive expired")
-        else:
-            self._arm_keepalive()
+        self._act(self.mqtt.timeout(asyncio.get_running_loop().time()))
+        if not self.closing:
+            self._arm()
 
 
 CLAIM = "mqtt:"

@@ -1,10 +1,16 @@
-"""EzData over MQTT: the topics, the client id a device must use, and the size of a push."""
+"""EzData over MQTT: the topics, what a device may publish and subscribe to, the client id it
+must use, and the size of a push and of any downlink."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import orjson
 
 from devicecloud.core.models import Field
+
+UP_FILTER = "$ezdata/+/up"  # every device's up topic: what a server behind a broker takes
+DOWNLINK_LIMIT = 4096  # the largest PUBLISH frame (header included) sent to a device
 
 
 def up_topic(token: str) -> str:
@@ -13,6 +19,39 @@ def up_topic(token: str) -> str:
 
 def down_topic(token: str) -> str:
     return f"$ezdata/{token}/down"
+
+
+def up_token(topic: str) -> str | None:
+    """The token of the device whose up topic `topic` is, or None if it is no up topic."""
+    parts = topic.split("/")
+    if len(parts) == 3 and parts[0] == "$ezdata" and parts[2] == "up":
+        return parts[1]
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceAcl:
+    """What the holder of a device token may do: publish to its up topic and subscribe to its
+    down topic, both named exactly (no wildcard filter reaches them)."""
+
+    publish: str
+    subscribe: str
+
+    @classmethod
+    def of(cls, token: str) -> DeviceAcl:
+        return cls(up_topic(token), down_topic(token))
+
+    def may_publish(self, topic: str) -> bool:
+        return topic == self.publish
+
+    def may_subscribe(self, topic_filter: str) -> bool:
+        return topic_filter == self.subscribe
+
+    def allows(self, action: str, topic: str) -> bool:
+        """`action` is "publish" or "subscribe" (the broker hooks' words); others are refused."""
+        if action == "publish":
+            return self.may_publish(topic)
+        return action == "subscribe" and self.may_subscribe(topic)
 
 
 def client_id_matches(client_id: str, mac: str) -> bool:

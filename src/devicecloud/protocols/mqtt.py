@@ -6,9 +6,12 @@ generators. Every protocol violation found while decoding raises `MalformedPacke
 CONNECT refusals that the server answers with a CONNACK before closing are subclasses carrying
 `connack_code` (`UnacceptableProtocol` -> 0x01, `IdentifierRejected` -> 0x02).
 
-Session-level ordering is the caller's concern, because the parser only sees packets: the first
-packet from a client must be CONNECT (`require_connect` checks it), a second CONNECT is a
-protocol violation, and nothing may follow DISCONNECT.
+Session-level rules are not the parser's, because it only sees packets: the first packet from a
+client must be CONNECT (`require_connect` checks it), a second CONNECT is a protocol violation,
+and nothing may follow DISCONNECT. `mqtt_session` keeps them.
+
+`publish_topic` and `publish_frame` build PUBLISH frames from a topic encoded once, the fast path
+for a connection's pushes.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ __all__ = [
     "decode_remaining_length",
     "encode",
     "encode_remaining_length",
+    "publish_frame",
+    "publish_topic",
     "require_connect",
     "topic_matches",
     "validate_topic_filter",
@@ -447,23 +452,35 @@ def _encode_connack(packet: Connack) -> bytes:
     return bytes((0x20, 2, 1 if packet.session_present else 0, packet.return_code))
 
 
+def publish_topic(topic: str) -> bytes:
+    """A topic name as PUBLISH carries it: two length bytes, then UTF-8 (for `publish_frame`)."""
+    return _string(topic, "topic")
+
+
+_FIRST_BYTES = tuple(bytes((first,)) for first in range(256))
+
+
+def publish_frame(topic: bytes, payload: bytes, first: int = 0x30) -> bytes:
+    """A PUBLISH frame from `publish_topic(topic)` (then the packet id if QoS > 0) and a payload.
+
+    `first` is the fixed header's first byte: 0x30 (QoS 0, not retained) gives what
+    `encode(Publish(topic, payload))` gives.
+    """
+    size = len(topic) + len(payload)
+    if size < 0x80:
+        return bytes((first, size)) + topic + payload
+    return b"".join((_FIRST_BYTES[first], encode_remaining_length(size), topic, payload))
+
+
 def _encode_publish(packet: Publish) -> bytes:
     qos = _qos(packet.qos)
-    topic = packet.topic.encode("utf-8")
-    if len(topic) > 0xFFFF:
-        raise ValueError("topic longer than 65535 bytes")
+    head = publish_topic(packet.topic)
     if qos:
-        head = _U16.pack(len(topic)) + topic + _packet_id(packet.packet_id)
+        head += _packet_id(packet.packet_id)
     elif packet.packet_id is not None:
         raise ValueError("QoS 0 PUBLISH cannot carry a packet id")
-    else:
-        head = _U16.pack(len(topic)) + topic
     first = 0x30 | (qos << 1) | (0x08 if packet.dup else 0) | (0x01 if packet.retain else 0)
-    payload = packet.payload
-    size = len(head) + len(payload)
-    if size < 0x80:
-        return bytes((first, size)) + head + payload
-    return b"".join((bytes((first,)), encode_remaining_length(size), head, payload))
+    return publish_frame(head, packet.payload, first)
 
 
 def _ack_encoder(first: int) -> Callable[[Any], bytes]:

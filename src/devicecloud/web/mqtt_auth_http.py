@@ -23,7 +23,7 @@ from devicecloud.config import Settings
 from devicecloud.core.errors import DeviceCloudError, TooLarge
 from devicecloud.core.service import DeviceCloud
 from devicecloud.gateways.mqtt_client import BrokerAddress
-from devicecloud.protocols.ezdata_mqtt import client_id_matches, down_topic, up_topic
+from devicecloud.protocols.ezdata_mqtt import DeviceAcl, client_id_matches
 from devicecloud.web.responses import json_response
 from devicecloud.web.uploads import read_body
 
@@ -95,10 +95,9 @@ async def mqtt_auth(request: Request, doc: dict[str, Any]) -> Response:
 @hook
 async def mqtt_acl(request: Request, doc: dict[str, Any]) -> Response:
     username, topic, action = doc.get("username"), doc.get("topic"), doc.get("action")
-    if not isinstance(username, str):
+    if not isinstance(username, str) or not isinstance(action, str) or not isinstance(topic, str):
         return json_response(DENY)
-    own = {"publish": up_topic(username), "subscribe": down_topic(username)}
-    if not isinstance(action, str) or own.get(action) != topic:
+    if not DeviceAcl.of(username).allows(action, topic):
         return json_response(DENY)
     cloud: DeviceCloud = request.app.state.cloud
     try:
