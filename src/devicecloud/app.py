@@ -23,7 +23,7 @@ from devicecloud.bus.redis import RedisBus
 from devicecloud.config import Settings, load_secret
 from devicecloud.core.accounts import Accounts
 from devicecloud.core.errors import DeviceCloudError
-from devicecloud.core.espai import EspAi
+from devicecloud.core.espai.platform import EspAi
 from devicecloud.core.service import DeviceCloud
 from devicecloud.gateways.espai_ws import serve_espai_websocket
 from devicecloud.gateways.ezdata_ws import serve_ezdata_websocket
@@ -162,17 +162,11 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                                     settings.reuse_port)
             stack.push_async_callback(listener.stop)
             await _listen(listener)
-        espai = EspAi(store, bus, cloud.blobs, cloud, presence, settings.espai_voice_server)
+        espai = EspAi(store, bus, cloud.blobs, presence, settings.espai_voice_server)
         stack.push_async_callback(_stop, asyncio.create_task(sweep_releases(cloud)))
         yield Services(settings=settings, cloud=cloud, accounts=accounts, espai=espai, bus=bus,
                        hub=hub, presence=presence, limits=limits_of(settings.limit),
                        console=pages, mqtt=listener)
-
-
-def share_with_app_state(app: Starlette, running: Services) -> None:
-    """Put on `app.state` the services that web/console and web/mqtt_auth_http read there."""
-    app.state.console, app.state.espai = running.console, running.espai
-    app.state.settings, app.state.cloud = running.settings, running.cloud
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -181,7 +175,6 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[LifespanState]:
         async with open_services(settings) as running:
-            share_with_app_state(app, running)
             yield {"services": running}
 
     routes = [

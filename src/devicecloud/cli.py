@@ -16,7 +16,7 @@ from devicecloud.bus.memory import MemoryBus
 from devicecloud.config import Settings
 from devicecloud.core.accounts import Accounts, normalise_email
 from devicecloud.core.errors import DeviceCloudError, NotFound
-from devicecloud.core.espai import EspAi
+from devicecloud.core.espai.platform import EspAi
 from devicecloud.core.models import Account
 from devicecloud.core.service import DeviceCloud
 from devicecloud.gateways.hub import Hub
@@ -78,7 +78,7 @@ def _run_espai(args: argparse.Namespace, work: Callable[[EspAi, Account], Awaita
             bus = MemoryBus()
             cloud = DeviceCloud(store, bus, DiskBlobs(settings.files_dir), downlink_size=push_size)
             presence = LocalPresence(Hub(bus))  # no connections outside a server
-            return await work(EspAi(store, bus, cloud.blobs, cloud, presence), found[0])
+            return await work(EspAi(store, bus, cloud.blobs, presence), found[0])
         finally:
             await store.close()
 
@@ -89,18 +89,19 @@ def _run_espai(args: argparse.Namespace, work: Callable[[EspAi, Account], Awaita
 
 
 def _agents_create(args: argparse.Namespace) -> None:
-    agent = _run_espai(args, lambda espai, account: espai.create_agent(account, args.name,
+    agent = _run_espai(args, lambda espai, account: espai.agents.create(account, args.name,
                                                                        args.server or ""))
     print(json.dumps(dataclasses.asdict(agent), ensure_ascii=False))
 
 
 def _agents_list(args: argparse.Namespace) -> None:
-    agents = _run_espai(args, lambda espai, account: espai.agents_of(account))
+    agents = _run_espai(args, lambda espai, account: espai.agents.of(account))
     print(json.dumps([dataclasses.asdict(agent) for agent in agents], ensure_ascii=False))
 
 
 def _mask_wifi_pwd(args: argparse.Namespace) -> None:
-    _run_espai(args, lambda espai, account: espai.set_mask_wifi_pwd(account, args.state == "on"))
+    _run_espai(args, lambda espai, account:
+               espai.devices.set_mask_wifi_pwd(account, args.state == "on"))
 
 
 def parser() -> argparse.ArgumentParser:

@@ -38,24 +38,24 @@ def test_agents_pushes_and_local_data(client: TestClient) -> None:
     espai = running.espai
     account: Account = call(client, running.accounts.create,
                             "owner@example.com", "password-1", "Owner", "")
-    agent = call(client, espai.create_agent, account, "  小助手  ", "https://voice.test/v1")
+    agent = call(client, espai.agents.create, account, "  小助手  ", "https://voice.test/v1")
     assert agent.name == "小助手" and len(agent.api_key) == 32 and agent.account_id == account.id
-    assert [a.id for a in call(client, espai.agents_of, account)] == [agent.id]
+    assert [a.id for a in call(client, espai.agents.of, account)] == [agent.id]
     with pytest.raises(InvalidRequest):
-        call(client, espai.create_agent, account, "", "")
+        call(client, espai.agents.create, account, "", "")
     with pytest.raises(InvalidRequest):
-        call(client, espai.create_agent, account, "x", "ftp://voice.test")
+        call(client, espai.agents.create, account, "x", "ftp://voice.test")
     info = client.get("/sdk/get_server_info_by_api_key", params={"api_key": agent.api_key})
     assert info.json()["data"] == {"ip": "voice.test", "port": 443, "protocol": "https",
                                    "path": "/v1"}
-    renamed = call(client, espai.update_agent, account, agent.id, name="新名字",
+    renamed = call(client, espai.agents.update, account, agent.id, name="新名字",
                    server_url="http://10.0.0.2:8088")
     assert renamed.name == "新名字"
-    assert call(client, espai.agent, account, agent.id).server_url == "http://10.0.0.2:8088"
+    assert call(client, espai.agents.get, account, agent.id).server_url == "http://10.0.0.2:8088"
 
     assert client.post("/devices/add", json={"device_id": MAC, "api_key": agent.api_key,
                                              "bin_id": "bin-a", "version": "1"}).json()["success"]
-    rows, total = call(client, espai.list_devices, account, {})
+    rows, total = call(client, espai.devices.query, account, {})
     assert total == 1
     device_id = rows[0]["id"]
     upload = client.post("/firmware/upload", data={"bin_id": "bin-a", "version": "2"},
@@ -66,36 +66,36 @@ def test_agents_pushes_and_local_data(client: TestClient) -> None:
     query = f"device_type=hardware&device_id={MAC}&version=1&api_key={agent.api_key}"
     with client.websocket_connect(f"/connect_espai_node?{query}") as ws:
         # The socket is open; wait until the device has joined.
-        eventually(lambda: call(client, espai.list_devices, account, {"is_online": "1"})[1] == 1,
+        eventually(lambda: call(client, espai.devices.query, account, {"is_online": "1"})[1] == 1,
                    "the device joined", every=0.02)
-        call(client, espai.send_message, account, device_id, "你好")
+        call(client, espai.devices.send_message, account, device_id, "你好")
         assert ws.receive_json() == {"type": "message", "message": "你好"}
-        call(client, espai.ask_local_data, account, device_id)
+        call(client, espai.devices.ask_local_data, account, device_id)
         assert ws.receive_json() == {"type": "get_local_data"}
         ws.send_json({"type": "get_local_data_res", "data": {"ext2": "0.6", "ext3": "1"}})
-        image = call(client, espai.push_ota, account, device_id, "http://cloud.test")
+        image = call(client, espai.firmware.push, account, device_id, "http://cloud.test")
         assert ws.receive_json() == {"type": "ota_update", "url": upload["data"]["bin_url"]}
         assert image.version == "2"
         def with_local_data() -> Any:
-            stored = call(client, espai.device, account, device_id)
+            stored = call(client, espai.devices.get, account, device_id)
             return stored if stored.local_data is not None else None
 
         stored = eventually(with_local_data, "the local data stored", every=0.02)
         assert stored.local_data == {"ext2": "0.6", "ext3": "1"}
-        assert call(client, espai.record, stored)["is_online"] == "1"
-        assert call(client, espai.list_devices, account, {})[0][0]["is_online"] == "1"
+        assert call(client, espai.devices.record, stored)["is_online"] == "1"
+        assert call(client, espai.devices.query, account, {})[0][0]["is_online"] == "1"
 
         old_key = agent.api_key
-        fresh = call(client, espai.regenerate_agent_key, account, agent.id)
+        fresh = call(client, espai.agents.regenerate_key, account, agent.id)
         assert fresh.api_key != old_key
         gone = client.get("/sdk/get_server_info_by_api_key", params={"api_key": old_key})
         assert gone.json()["message"] == "超体不存在,请检查 api_key"
 
-        call(client, espai.delete_agent, account, agent.id)
+        call(client, espai.agents.delete, account, agent.id)
         assert ws.receive_json() == {"type": "error", "message": "设备已解绑,请重新配网绑定设备"}
-    assert call(client, espai.list_devices, account, {}) == ([], 0)
-    assert call(client, espai.agents_of, account) == []
+    assert call(client, espai.devices.query, account, {}) == ([], 0)
+    assert call(client, espai.agents.of, account) == []
     with pytest.raises(NotFound):
-        call(client, espai.agent, account, agent.id)
+        call(client, espai.agents.get, account, agent.id)
     with pytest.raises(NotFound):
-        call(client, espai.send_message, account, device_id, "x")
+        call(client, espai.devices.send_message, account, device_id, "x")

@@ -16,7 +16,7 @@ from support.espai import Firmware, Tenant, add_device, colon_mac, listed, new_t
 from support.server import Server, random_mac
 
 from bench.stats import rss_bytes
-from devicecloud.core.espai_values import LOCAL_DATA_LIMIT
+from devicecloud.core.espai.values import LOCAL_DATA_LIMIT
 from devicecloud.gateways.espai_ws import SEND_QUEUE_LIMIT
 
 PUSHES = 1500

@@ -22,7 +22,7 @@ from support.espai import Tenant, colon_mac, listed, new_tenant
 from support.server import CLUSTER_POSTGRES, Server, postgres_database, postgres_problem, random_mac
 from support.services import PrivateRedis
 
-from devicecloud.core import espai_values as v
+from devicecloud.core.espai import values as v
 
 ROUNDS = 30
 

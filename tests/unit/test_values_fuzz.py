@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devicecloud.core import espai_values as v
 from devicecloud.core.errors import DeviceCloudError, InvalidRequest
-from devicecloud.core.espai_models import UPDATABLE, EspAiDevice
+from devicecloud.core.espai import values as v
+from devicecloud.core.espai.models import UPDATABLE, EspAiDevice
 from devicecloud.core.models import (
     LARGEST_INT,
     MAX_DEPTH,

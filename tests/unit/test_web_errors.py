@@ -15,8 +15,8 @@ from devicecloud.core.errors import (
     TooMany,
     Unavailable,
 )
-from devicecloud.core.espai import Unbound
-from devicecloud.core.espai_values import MissingParameter
+from devicecloud.core.espai.devices import Unbound
+from devicecloud.core.espai.values import MissingParameter
 from devicecloud.web.errors import ANSWERS, UNEXPECTED, answer_for, ezdata_refusal, problem
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from devicecloud.core.espai_models import Agent, DeviceQuery, EspAiDevice, Firmware
+from devicecloud.core.espai.models import Agent, DeviceQuery, EspAiDevice, Firmware
 from devicecloud.core.events import Event
 from devicecloud.core.models import Account, Device, Field, HistoryEntry, StoredFile
 

@@ -18,9 +18,9 @@ import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from devicecloud.core.errors import DeviceCloudError, InvalidRequest
-from devicecloud.core.espai import EspAi
-from devicecloud.core.espai_models import EspAiDevice
-from devicecloud.core.espai_values import UNBOUND_NOTICE
+from devicecloud.core.espai.models import EspAiDevice
+from devicecloud.core.espai.platform import EspAi
+from devicecloud.core.espai.values import UNBOUND_NOTICE
 from devicecloud.core.events import DeviceReleased, EspAiMessage, Event
 from devicecloud.core.models import loads
 from devicecloud.gateways.hub import Hub
@@ -97,11 +97,11 @@ async def _handle(espai: EspAi, device: EspAiDevice, text: str) -> None:
         return
     kind = doc.get("type") if isinstance(doc, dict) else None
     if kind == "upload_device_info":
-        await espai.report_info(device, doc.get("data"))
+        await espai.devices.report_info(device, doc.get("data"))
     elif kind == "battery":
-        await espai.report_battery(device, doc.get("data"))
+        await espai.devices.report_battery(device, doc.get("data"))
     elif kind == "get_local_data_res":
-        await espai.report_local_data(device, doc.get("data"))
+        await espai.devices.report_local_data(device, doc.get("data"))
     elif kind == "ota_update_error":
         log.info("device %s reports a failed firmware update", device.device_id)
 
@@ -111,7 +111,7 @@ async def serve_espai_websocket(websocket: WebSocket, espai: EspAi, hub: Hub) ->
     await websocket.accept()
     query = websocket.query_params
     try:
-        device = await espai.connect(query.get("device_id"), query.get("api_key"))
+        device = await espai.devices.connect(query.get("device_id"), query.get("api_key"))
     except DeviceCloudError as problem:
         with contextlib.suppress(Exception):
             await websocket.send_text(orjson.dumps(
@@ -122,8 +122,8 @@ async def serve_espai_websocket(websocket: WebSocket, espai: EspAi, hub: Hub) ->
     sender = asyncio.create_task(connection.send_all())
     hub.join(device.token, connection)
     try:
-        await espai.firmware_socket(device, websocket.client.host if websocket.client else "")
-        await espai.seen(device)
+        await espai.firmware.socket_from(device, websocket.client.host if websocket.client else "")
+        await espai.devices.seen(device)
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
@@ -152,4 +152,4 @@ async def serve_espai_websocket(websocket: WebSocket, espai: EspAi, hub: Hub) ->
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await sender
         with contextlib.suppress(Exception):
-            await espai.seen(device)
+            await espai.devices.seen(device)

@@ -24,8 +24,8 @@ from devicecloud.core.errors import (
     Unauthorized,
     Unavailable,
 )
-from devicecloud.core.espai import Unbound
-from devicecloud.core.espai_values import MissingParameter
+from devicecloud.core.espai.devices import Unbound
+from devicecloud.core.espai.values import MissingParameter
 from devicecloud.web.responses import ez_error, json_response
 
 PROBLEM_TYPES = "/problems/"  # a problem's `type` is this followed by its title in kebab case

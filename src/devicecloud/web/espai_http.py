@@ -16,9 +16,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from devicecloud.core import espai_values as v
 from devicecloud.core.errors import InvalidRequest, NotFound, Unauthorized
-from devicecloud.core.espai import EspAi, firmware_record
+from devicecloud.core.espai import values as v
+from devicecloud.core.espai.firmware import firmware_record
+from devicecloud.core.espai.platform import EspAi
 from devicecloud.core.models import Account
 from devicecloud.web import espai_schemas as s
 from devicecloud.web.errors import UNEXPECTED, answer_for
@@ -112,27 +113,27 @@ async def _ids(request: Request) -> list[str]:
 @envelope
 async def list_devices(request: Request) -> Response:
     account = await _account(request)
-    rows, total = await _espai(request).list_devices(account, await _object(request))
+    rows, total = await _espai(request).devices.query(account, await _object(request))
     return ok(v.OK, rows, totalNumber=total)
 
 
 @envelope
 async def update_device(request: Request) -> Response:
     account = await _account(request)
-    return ok(v.UPDATED, await _espai(request).update_device(account, await _object(request)))
+    return ok(v.UPDATED, await _espai(request).devices.update(account, await _object(request)))
 
 
 @envelope
 async def delete_devices(request: Request) -> Response:
     account = await _account(request)
-    await _espai(request).delete_devices(account, await _ids(request))
+    await _espai(request).devices.delete(account, await _ids(request))
     return ok(v.UNBOUND)
 
 
 @envelope
 async def unbind_device(request: Request) -> Response:
     account = await _account(request)
-    await _espai(request).unbind_device(account, await _object(request))
+    await _espai(request).devices.unbind(account, await _object(request))
     return ok(v.UNBOUND)
 
 
@@ -141,14 +142,14 @@ async def unbind_device(request: Request) -> Response:
 @envelope
 async def add_device(request: Request) -> Response:
     espai = _espai(request)
-    device = await espai.add_device(await _object(request))
-    return ok(v.BOUND, await espai.record(device))
+    device = await espai.devices.add(await _object(request))
+    return ok(v.BOUND, await espai.devices.record(device))
 
 
 @envelope
 async def server_info(request: Request) -> Response:
     api_key = request.query_params.get("api_key")
-    return ok(v.OK, await _espai(request).server_info(api_key))
+    return ok(v.OK, await _espai(request).agents.server_info(api_key))
 
 
 @envelope
@@ -156,7 +157,7 @@ async def query_new_ota(request: Request) -> Response:
     """Unmodified firmware sends only `version`, `bin_id` and `is_official`: the asking device is
     known by the address of its firmware socket. A firmware may add `api_key` (its agent's)."""
     query = request.query_params
-    return ok(v.OK, await _espai(request).query_ota(
+    return ok(v.OK, await _espai(request).firmware.query_ota(
         query.get("version", ""), query.get("bin_id", ""), base_url(request),
         address=request.client.host if request.client else "",
         api_key=query.get("api_key", ""), device_id=query.get("device_id", "")))
@@ -176,16 +177,16 @@ async def position(request: Request) -> Response:
 async def upload_firmware(request: Request) -> Response:
     """The key is checked before the body is read; the file streams to the blob store's disk."""
     account = await _account(request)
-    espai = _espai(request)
-    upload = await stream_upload(request, services(request).settings.firmware_limit, espai.blobs)
+    firmware = _espai(request).firmware
+    upload = await stream_upload(request, services(request).settings.firmware_limit, firmware.blobs)
     try:
         if upload.spool is None or upload.file_field != "file":
             raise v.MissingParameter("file")
         bin_id = upload.fields.get("bin_id")
         if bin_id in (None, ""):
             raise v.MissingParameter("bin_id")
-        image = await espai.upload_firmware(account, bin_id, upload.fields.get("version"),
-                                            upload.file_name or "firmware.bin", upload.spool)
+        image = await firmware.upload(account, bin_id, upload.fields.get("version"),
+                                      upload.file_name or "firmware.bin", upload.spool)
     finally:
         upload.discard()
     return ok(UPLOADED, firmware_record(image, base_url(request)))
@@ -195,7 +196,7 @@ async def upload_firmware(request: Request) -> Response:
 async def list_firmware(request: Request) -> Response:
     account = await _account(request)
     base = base_url(request)
-    images = await _espai(request).firmware_of(account)
+    images = await _espai(request).firmware.of(account)
     return ok(v.OK, [firmware_record(image, base) for image in images],
               totalNumber=len(images))
 
@@ -206,20 +207,20 @@ async def delete_firmware(request: Request) -> Response:
     ids = await _ids(request)
     if not ids:
         raise InvalidRequest("删除失败,请传入需要删除的数据")
-    espai = _espai(request)
+    firmware = _espai(request).firmware
     for firmware_id in ids:
-        await espai.delete_firmware(account, firmware_id)
+        await firmware.delete(account, firmware_id)
     return ok(DELETED)
 
 
 async def download_firmware(request: Request) -> Response:
     """An image, at the URL `query_new_ota` hands out (no key needed: the id is the secret)."""
-    espai = _espai(request)
+    firmware = _espai(request).firmware
     try:
-        image = await espai.get_firmware(request.path_params["firmware_id"])
+        image = await firmware.get(request.path_params["firmware_id"])
     except NotFound as problem:
         return fail(str(problem), 404, 404)
-    found = file_download(espai.blobs, image.id, image.file_name, request.path_params["name"],
+    found = file_download(firmware.blobs, image.id, image.file_name, request.path_params["name"],
                           "application/octet-stream")
     return found or fail(v.FIRMWARE_NOT_FOUND, 404, 404)
 

@@ -21,10 +21,10 @@ from starlette.routing import BaseRoute, Route
 
 from devicecloud.config import Settings
 from devicecloud.core.errors import DeviceCloudError, TooLarge
-from devicecloud.core.service import DeviceCloud
 from devicecloud.gateways.mqtt_client import BrokerAddress
 from devicecloud.protocols.ezdata_mqtt import DeviceAcl, client_id_matches
 from devicecloud.web.responses import json_response
+from devicecloud.web.services import services
 from devicecloud.web.uploads import read_body
 
 ALLOW = {"result": "allow", "is_superuser": False}
@@ -36,7 +36,7 @@ Hook = Callable[[Request, dict[str, Any]], Awaitable[Response]]
 
 def _from_broker(request: Request) -> bool:
     """Whether the caller shows the hook secret, or (none configured) calls from loopback."""
-    settings: Settings = request.app.state.settings
+    settings = services(request).settings
     if settings.mqtt_hook_secret:
         shown = request.headers.get(SECRET_HEADER, "")
         return hmac.compare_digest(shown.encode(), settings.mqtt_hook_secret.encode())
@@ -77,13 +77,12 @@ def _is_service(settings: Settings, username: object, password: object) -> bool:
 
 @hook
 async def mqtt_auth(request: Request, doc: dict[str, Any]) -> Response:
-    settings: Settings = request.app.state.settings
+    settings = services(request).settings
     username, password = doc.get("username"), doc.get("password") or ""
     if _is_service(settings, username, password):
         return json_response({"result": "allow", "is_superuser": True})
-    cloud: DeviceCloud = request.app.state.cloud
     try:
-        device = await cloud.authenticate(username)
+        device = await services(request).cloud.authenticate(username)
     except DeviceCloudError:
         return json_response(DENY)
     client_id = doc.get("clientid")
@@ -99,9 +98,8 @@ async def mqtt_acl(request: Request, doc: dict[str, Any]) -> Response:
         return json_response(DENY)
     if not DeviceAcl.of(username).allows(action, topic):
         return json_response(DENY)
-    cloud: DeviceCloud = request.app.state.cloud
     try:
-        await cloud.authenticate(username)
+        await services(request).cloud.authenticate(username)
     except DeviceCloudError:
         return json_response(DENY)
     return json_response({"result": "allow"})

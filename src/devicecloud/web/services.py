@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from starlette.requests import HTTPConnection
 
@@ -13,14 +13,16 @@ from devicecloud.bus.memory import MemoryBus
 from devicecloud.bus.redis import RedisBus
 from devicecloud.config import Settings
 from devicecloud.core.accounts import Accounts
-from devicecloud.core.espai import EspAi
+from devicecloud.core.espai.platform import EspAi
 from devicecloud.core.service import DeviceCloud
 from devicecloud.gateways.hub import Hub
 from devicecloud.gateways.mqtt_bridge import MqttBridge
 from devicecloud.gateways.mqtt_listener import MqttListener
 from devicecloud.gateways.presence import LocalPresence
 from devicecloud.limits import Limit
-from devicecloud.web.console import Console
+
+if TYPE_CHECKING:  # the console reads its services from here
+    from devicecloud.web.console import Console
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from devicecloud.core.espai_models import TEXT_COLUMNS, Agent, DeviceQuery, EspAiDevice, Firmware
+from devicecloud.core.espai.models import TEXT_COLUMNS, Agent, DeviceQuery, EspAiDevice, Firmware
 from devicecloud.store.connection import Connection
 from devicecloud.store.sql.base import SqlPart
 from devicecloud.store.sql.columns import savepoint, update_columns

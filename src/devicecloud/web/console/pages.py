@@ -23,6 +23,7 @@ from devicecloud.core.models import Account, Device
 from devicecloud.web.console import csrf
 from devicecloud.web.console.sessions import Session
 from devicecloud.web.console.state import Console
+from devicecloud.web.services import services
 from devicecloud.web.uploads import read_form
 
 HOME = "/console/devices"
@@ -40,8 +41,7 @@ SECURITY_HEADERS = {
 
 def console_of(connection: HTTPConnection) -> Console:
     """The console serving this request or WebSocket."""
-    console: Console = connection.app.state.console
-    return console
+    return services(connection).console
 
 
 def group_url(device: Device) -> str:
