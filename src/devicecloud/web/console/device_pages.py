@@ -27,6 +27,7 @@ from devicecloud.web.console.state import (
     PAIRINGS_PER_ADDRESS,
 )
 from devicecloud.web.console.throttle import in_words
+from devicecloud.web.requests import base_url
 
 BOUND = "Device bound to your account."
 
@@ -108,8 +109,7 @@ async def bind_qr(request: Request) -> Response:
     device = await device_of(console, request.path_params["token"])
     if device is None:
         return PlainTextResponse("no such device", 404)
-    base = console.settings.base_url(str(request.base_url))
-    return Response(qr_png(bind_url(base, device)), media_type="image/png",
+    return Response(qr_png(bind_url(base_url(request), device)), media_type="image/png",
                     headers={"Cache-Control": "private, max-age=3600"})
 
 

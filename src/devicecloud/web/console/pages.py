@@ -23,6 +23,7 @@ from devicecloud.core.models import Account, Device
 from devicecloud.web.console import csrf
 from devicecloud.web.console.sessions import Session
 from devicecloud.web.console.state import Console
+from devicecloud.web.requests import base_url
 from devicecloud.web.services import services
 from devicecloud.web.uploads import read_form
 
@@ -145,7 +146,7 @@ class Visit:
     @property
     def base_url(self) -> str:
         """This site's address as devices and other browsers reach it."""
-        return self.console.settings.base_url(str(self.request.base_url))
+        return base_url(self.request)
 
     def text(self, key: str) -> str:
         """The form's text field `key` ("" if absent or a file)."""
