@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import orjson
 
 from devicecloud.core.models import Field
+from devicecloud.protocols.ezdata import Command
 
 UP_FILTER = "$ezdata/+/up"  # every device's up topic: what a server behind a broker takes
 DOWNLINK_LIMIT = 4096  # the largest PUBLISH frame (header included) sent to a device
@@ -62,7 +63,8 @@ def client_id_matches(client_id: str, mac: str) -> bool:
 def _push_frame_size(token: str, name: str, value: object) -> int:
     """The exact size of the PUBLISH announcing field `name` = `value` (see `push_size`)."""
     record = Field("0" * 32, "0" * 32, 0, name, value, "string", "0", 10**13, 10**13)
-    envelope = {"body": record.record(), "cmd": 107, "code": 200, "msg": "OK", "value": value}
+    envelope = {"body": record.record(), "cmd": Command.MODIFIED, "code": 200, "msg": "OK",
+                "value": value}
     return 5 + len(down_topic(token)) + len(orjson.dumps(envelope))
 
 
