@@ -192,17 +192,17 @@ class DeviceSession:
         return ezdata.reply(cmd, short, field.value, self.value_on_top)
 
     async def _add(self, device: Device, request: Request) -> bytes:
-        body = request.body
-        name = ezdata.require(body, "name", Command.ADD)
-        field = await self.cloud.add_field(device, name, ezdata.require(body, "value", Command.ADD),
+        body, cmd = request.body, request.cmd
+        name = ezdata.require(body, "name", cmd)
+        field = await self.cloud.add_field(device, name, ezdata.require(body, "value", cmd),
                                            data_type=body.get("dataType"), origin=self)
-        return self._changed(Command.ADD, device, field)
+        return self._changed(cmd, device, field)
 
     async def _modify(self, device: Device, request: Request) -> bytes:
         """MODIFY, or StamPLC's `set(...)`, which creates the field if need be."""
-        body = request.body
-        name = ezdata.require(body, "name", Command.MODIFY)
-        value = ezdata.require(body, "value", Command.MODIFY)
+        body, cmd = request.body, request.cmd  # the members, not `Command.X`: see mqtt_session
+        name = ezdata.require(body, "name", cmd)
+        value = ezdata.require(body, "value", cmd)
         if request.upsert:
             field = await self.cloud.upsert_field(device, name, value,
                                                   data_type=body.get("dataType"),
@@ -210,12 +210,12 @@ class DeviceSession:
         else:
             field = await self.cloud.modify_field(device, name, value,
                                                   data_type=body.get("dataType"), origin=self)
-        return self._changed(Command.MODIFY, device, field)
+        return self._changed(cmd, device, field)
 
     async def _delete(self, device: Device, request: Request) -> bytes:
-        name = ezdata.require(request.body, "name", Command.DELETE)
+        name = ezdata.require(request.body, "name", request.cmd)
         field = await self.cloud.delete_field(device, name, origin=self)
-        return self._changed(Command.DELETE, device, field)
+        return self._changed(request.cmd, device, field)
 
     async def _list(self, device: Device, request: Request) -> bytes:
         fields = await self.cloud.list_fields(device)
