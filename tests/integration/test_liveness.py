@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support.clients import WsDevice, closed_within
+from support.clients import StreamClient, WsDevice
 from support.mqtt_clients import RawMqtt
 from support.server import Server, random_mac
 from websockets.asyncio.client import connect
@@ -127,14 +127,13 @@ async def test_requests_pipelined_over_mqtt_apply_in_order(server: Server) -> No
 
 
 
-class RawWs:
+class RawWs(StreamClient):
     """A WebSocket client whose socket is read only when asked to: with a small receive buffer,
     the server's writes back up as soon as it stops reading."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  protocol: ClientProtocol) -> None:
-        self.reader = reader
-        self.writer = writer
+        super().__init__(reader, writer)
         self.protocol = protocol
         self.frames: list[Frame] = []
 
@@ -182,15 +181,6 @@ class RawWs:
                 if frame.opcode is Opcode.TEXT:
                     return bytes(frame.data).decode()
             await self._read(timeout)
-
-    async def closed_within(self, seconds: float) -> bool:
-        """True if the server closes the connection within `seconds` (what arrives is dropped)."""
-        return await closed_within(self.reader, seconds)
-
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(ConnectionError):
-            await self.writer.wait_closed()
 
 
 async def _read_until(ws: RawWs, count: int) -> list[Any]:

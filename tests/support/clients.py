@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -58,15 +59,27 @@ class WsDevice:
         await self.ws.close()
 
 
-async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
-    """True if the server closes (or resets) the connection within `seconds`; what arrives
-    meanwhile is dropped."""
-    try:
-        async with asyncio.timeout(seconds):
-            while await reader.read(65536):
-                pass
-    except TimeoutError:
-        return False
-    except ConnectionError:
-        pass
-    return True
+class StreamClient:
+    """A client over one asyncio stream, read only when asked to."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def closed_within(self, seconds: float) -> bool:
+        """True if the server closes (or resets) the connection within `seconds`; what arrives
+        meanwhile is dropped."""
+        try:
+            async with asyncio.timeout(seconds):
+                while await self.reader.read(65536):
+                    pass
+        except TimeoutError:
+            return False
+        except ConnectionError:
+            pass
+        return True
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()

@@ -4,7 +4,6 @@ malformed input) and helpers around paho-mqtt, the client most Python device sim
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import queue
 from typing import Any
@@ -14,21 +13,20 @@ import paho.mqtt.client as paho
 from devicecloud.protocols import mqtt
 from devicecloud.protocols.ezdata_mqtt import down_topic, up_topic
 from devicecloud.protocols.mqtt_session import Close, MqttSession, Send
-from support.clients import closed_within
+from support.clients import StreamClient
 
 
 def client_id(mac: str, style: str = "ez") -> str:
     return f"{style}{mac}{style}"
 
 
-class RawMqtt:
+class RawMqtt(StreamClient):
     """A bare MQTT 3.1.1 client over an asyncio stream, on a client `MqttSession`: `recv` gives
     the session's events (it writes the answers the protocol gives by itself), `publish` and
     `device` go through the session, `send` writes exact packets or bytes past it."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+        super().__init__(reader, writer)
         self.session = MqttSession("client", asyncio.get_running_loop().time())
         self.pending: list[mqtt.Packet] = []
 
@@ -86,15 +84,6 @@ class RawMqtt:
         way to show that nothing arrives, without waiting for it)."""
         await self.publish(token, {"deviceToken": token, "body": "ping"})
         assert await self.recv(timeout) == mqtt.Publish(down_topic(token), b"pong")
-
-    async def closed_within(self, seconds: float) -> bool:
-        """True if the server closes the connection within `seconds` (packets are skipped)."""
-        return await closed_within(self.reader, seconds)
-
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(ConnectionError):
-            await self.writer.wait_closed()
 
 
 class PahoDevice:
