@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.server import POSTGRES_ADMIN_URL, Server, drop_test_databases
+from support.server import POSTGRES_ADMIN_URL, Server, drop_test_databases, free_port
+from support.services import Mosquitto, start_mosquitto
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +28,15 @@ def own_server(tmp_path: Path) -> Iterator[Server]:
     if instance.process is not None and instance.process.poll() is None:
         instance.stop(signal.SIGKILL)
 
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A Mosquitto of the test's own, with devicecloud's configuration, on free ports."""
+    broker = start_mosquitto(tmp_path / "mosquitto", free_port(), free_port())
+    yield broker
+    broker.process.terminate()
+    broker.process.wait(10)
 
 
 def pytest_report_header() -> str:

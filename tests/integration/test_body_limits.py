@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support.server import Server, free_port, random_mac
-from support.services import Mosquitto, start_mosquitto
+from support.server import Server, random_mac
+from support.services import Mosquitto
 
 MB = 1024 * 1024
 HOOK_SECRET = secrets.token_hex(16)
@@ -123,14 +123,6 @@ def test_the_broker_hooks_are_not_served_without_a_broker(server: Server) -> Non
     for path in ("/mqtt/auth", "/mqtt/acl"):
         reply = httpx.post(f"{server.url}{path}", json={"username": "x"})
         assert reply.status_code == 404 and reply.json()["code"] == 500
-
-
-@pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
-    broker = start_mosquitto(tmp_path / "mosquitto", free_port(), free_port())
-    yield broker
-    broker.process.terminate()
-    broker.process.wait(10)
 
 
 def test_the_hooks_answer_only_the_broker_and_read_little(mosquitto: Mosquitto,

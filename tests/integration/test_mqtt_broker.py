@@ -7,27 +7,18 @@ import json
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from support.mqtt_clients import PahoDevice, RawMqtt
-from support.server import Server, free_port, random_mac
+from support.server import Server, random_mac
 from support.services import Mosquitto, start_mosquitto
 
 from devicecloud.protocols import mqtt
 
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None,
                                 reason="Debian's mosquitto is not installed")
-
-
-@pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
-    broker = start_mosquitto(tmp_path / "mosquitto", free_port(), free_port())
-    yield broker
-    broker.process.terminate()
-    broker.process.wait(10)
 
 
 @pytest.fixture
