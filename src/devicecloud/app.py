@@ -34,9 +34,17 @@ from devicecloud.gateways.partition import LiveMembers, Partition, StaticPartiti
 from devicecloud.gateways.presence import LocalPresence, RedisPresence
 from devicecloud.gateways.resync import Resync
 from devicecloud.limits import limits_of
+from devicecloud.metrics import Figures, Metrics
 from devicecloud.protocols.ezdata_mqtt import push_size
 from devicecloud.store.open import open_store
-from devicecloud.web import console, espai_http, ezdata_http, mqtt_auth_http, openapi
+from devicecloud.web import (
+    console,
+    espai_http,
+    ezdata_http,
+    metrics_http,
+    mqtt_auth_http,
+    openapi,
+)
 from devicecloud.web.errors import ezdata_refusal
 from devicecloud.web.responses import ez_error, json_response
 from devicecloud.web.services import LifespanState, Services, services, started
@@ -138,7 +146,13 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             stack.push_async_callback(bus.close)
             await bus.start()
         cloud = DeviceCloud(store, bus, DiskBlobs(settings.files_dir), downlink_size=push_size)
-        hub = Hub(bus)
+        metrics = Metrics()
+        store.writer.on_commit = metrics.committed
+        limits = limits_of(settings.limit)
+        hub = Hub(bus, metrics)
+        metrics.watch(Figures(hub.counts, lambda: {n: lim.refused for n, lim in limits.items()},
+                              lambda: store.writer.up,
+                              lambda: not isinstance(bus, RedisBus) or bus.connected))
         resync = Resync(cloud, hub)
         if isinstance(bus, RedisBus):
             bus.on_gap = resync.gap
@@ -165,7 +179,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         espai = EspAi(store, bus, cloud.blobs, presence, settings.espai_voice_server)
         stack.push_async_callback(_stop, asyncio.create_task(sweep_releases(cloud)))
         yield Services(settings=settings, cloud=cloud, accounts=accounts, espai=espai, bus=bus,
-                       hub=hub, presence=presence, limits=limits_of(settings.limit),
+                       hub=hub, presence=presence, limits=limits,
                        console=pages, mqtt=listener)
 
 
@@ -179,6 +193,7 @@ def create_app(settings: Settings) -> Starlette:
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
+        *metrics_http.routes(),
         WebSocketRoute("/ws", ezdata_ws),
         *ezdata_http.routes(),
         WebSocketRoute("/connect_espai_node", espai_ws),

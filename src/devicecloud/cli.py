@@ -157,6 +157,10 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--upload-limit", type=int, help="largest upload in bytes (default 10 MB)")
     serve.add_argument("--ws-frame-limit", type=int, help="largest WebSocket frame (default 64 KB)")
     serve.add_argument("--log-level", help="debug, info, warning or error (default info)")
+    serve.add_argument("--log-format", choices=["text", "json"],
+                       help="text (default) or json: one JSON object a line")
+    serve.add_argument("--metrics-token", help="a Bearer token GET /metrics asks for "
+                                               "(default: none asked)")
     serve.add_argument("--limit", action="append", metavar="NAME=RATE[:BURST]",
                        help="a limit, e.g. ip.register=10/s:200 or ip.register=off (repeatable)")
     serve.set_defaults(func=_serve)

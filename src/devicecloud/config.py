@@ -6,7 +6,7 @@ import contextlib
 import os
 import secrets
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     upload_limit: int = 10 * 1024 * 1024
     ws_frame_limit: int = 64 * 1024
     log_level: str = "info"
+    log_format: Literal["text", "json"] = "text"
+    # A Bearer token `/metrics` asks for (none: open to whoever reaches the HTTP port).
+    metrics_token: str = ""
     # Limits (`NAME=RATE[:BURST]`, comma-separated in the variable; see limits.py).
     limit: Annotated[list[str], NoDecode] = []
     # ESP-AI: the voice server handed to agents that have none of their own, and the largest

@@ -66,13 +66,14 @@ def parse_limits(items: Iterable[str]) -> dict[str, Rate | None]:
 
 
 class Limit:
-    """One named limit, counted per key."""
+    """One named limit, counted per key; `refused` counts the refusals."""
 
     def __init__(self, name: str, rate: Rate | None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.name, self.rate = name, rate
         self._clock = clock
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self.refused = 0
 
     def wait(self, key: str) -> float:
         """0 if `key` may go ahead now (counted), else the seconds until it may."""
@@ -87,6 +88,7 @@ class Limit:
             tokens -= 1
         else:
             wait = (1 - tokens) / rate.per_second
+            self.refused += 1
         self._buckets[key] = (tokens, now)
         if len(self._buckets) > MAX_KEYS:
             self._buckets.popitem(last=False)

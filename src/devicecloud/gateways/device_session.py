@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from typing import Any
 
 from devicecloud.core.errors import DeviceCloudError
-from devicecloud.core.events import DeviceBound, DeviceUpdated, Event, FieldChanged
+from devicecloud.core.events import Change, DeviceBound, DeviceUpdated, Event, FieldChanged
 from devicecloud.core.models import Device, Field
 from devicecloud.core.service import DeviceCloud
 from devicecloud.gateways.hub import Hub, push_body
 from devicecloud.gateways.outbox import Outbox, Slot
 from devicecloud.protocols import ezdata
-from devicecloud.protocols.ezdata import Command, Login, ProtocolError, Request
+from devicecloud.protocols.ezdata import REQUESTS, Command, Login, ProtocolError, Request
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,8 @@ log = logging.getLogger(__name__)
 class DeviceSession:
     """Logs a device in, answers its requests in order, and queues pushes for it."""
 
-    __slots__ = ("_flushed", "_held", "_idle", "_serving", "cloud", "device", "draining", "hub",
-                 "outbox", "transport", "value_on_top")
+    __slots__ = ("_counters", "_flushed", "_held", "_idle", "_serving", "cloud", "device",
+                 "draining", "hub", "outbox", "transport", "value_on_top")
 
     def __init__(self, cloud: DeviceCloud, hub: Hub, outbox: Outbox, transport: str,
                  flushed: Callable[[], Awaitable[object]], value_on_top: bool = False) -> None:
@@ -40,6 +41,7 @@ class DeviceSession:
         self._held: deque[tuple[Slot, Login | Request]] | None = None
         self._serving = 0
         self._idle: asyncio.Future[None] | None = None
+        self._counters = hub.metrics.requests_of(transport, _COMMAND_NAMES)
 
     def receive(self, data: bytes | str, before: Callable[[], None] | None = None) -> None:
         """Take one message; its answer goes out in turn, after `before()` if given. Messages
@@ -123,6 +125,9 @@ class DeviceSession:
                 body = push_body(event)
                 self.outbox.push(event.field.name, ezdata.reply(
                     event.change.value, body, body["value"], self.value_on_top))
+                if event.change is not Change.DELETED:  # a deletion keeps the old time
+                    self.hub.metrics.push_seconds.observe(
+                        time.time() - event.field.updated_at / 1000)
         elif isinstance(event, DeviceBound):
             body = {"deviceToken": event.device_token, "userName": event.display_name}
             self.outbox.push("\0bound", ezdata.reply(Command.BOUND, body))
@@ -166,15 +171,17 @@ class DeviceSession:
         await self.cloud.touch(device)
 
     async def _serve(self, slot: Slot, request: Request) -> None:
+        answered, refused = self._counters[request.cmd]
         try:
             answer = await _HANDLERS[request.cmd](self, self._speaker(request), request)
         except ProtocolError as problem:
-            answer = ezdata.error(str(problem), problem.cmd)
+            answer, answered = ezdata.error(str(problem), problem.cmd), refused
         except DeviceCloudError as problem:
-            answer = ezdata.error(str(problem), request.cmd)
+            answer, answered = ezdata.error(str(problem), request.cmd), refused
         except Exception:
             log.exception("request %s failed", request.cmd)
-            answer = ezdata.error("internal error", request.cmd)
+            answer, answered = ezdata.error("internal error", request.cmd), refused
+        answered.inc()
         self.outbox.answer(slot, answer)
 
     def _speaker(self, request: Request) -> Device:
@@ -242,3 +249,4 @@ _HANDLERS: dict[int, _Handler] = {
 }
 """How each request type is answered: one entry per `ezdata.REQUESTS` (the parser refuses
 other types)."""
+_COMMAND_NAMES = [(number, command.name.lower()) for number, command in REQUESTS.items()]

@@ -4,7 +4,7 @@ One bus subscription serves them all. An event about a device goes to the subscr
 device only, and each turns it into its own protocol's bytes (an EzData push, an ESP-AI message,
 a console page update). The first subscriber of a device makes the bus deliver other processes'
 events about it here; the last one leaving stops that. Live device connections also count for
-presence (`transports`).
+presence (`transports`). The hub also carries the process's metrics to the connections.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from devicecloud.core.events import Change, Event, FieldChanged, PresenceChanged
 from devicecloud.core.ports import Bus
+from devicecloud.metrics import Metrics
 
 
 class Subscriber(Protocol):
@@ -34,8 +35,9 @@ class LiveConnection(Subscriber, Protocol):
 class Hub:
     """Routes bus events to the subscribers of each device; knows the live connections."""
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, metrics: Metrics | None = None) -> None:
         self._bus = bus
+        self.metrics = metrics if metrics is not None else Metrics()
         self._routes: dict[str, set[Subscriber]] = {}
         self._live: dict[str, set[LiveConnection]] = {}
         self._unsubscribe = bus.subscribe(self._on_event)
@@ -105,6 +107,14 @@ class Hub:
     def transports(self, token: str) -> tuple[str, ...]:
         """How the device is connected to this process, e.g. `("mqtt", "websocket")`."""
         return tuple(sorted({c.transport for c in self._live.get(token, ())}))
+
+    def counts(self) -> dict[str, int]:
+        """Live connections by transport."""
+        counts: dict[str, int] = {}
+        for live in self._live.values():
+            for connection in live:
+                counts[connection.transport] = counts.get(connection.transport, 0) + 1
+        return counts
 
     def tokens(self) -> list[str]:
         """The devices with a live connection to this process."""

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from itertools import groupby
 from operator import itemgetter
@@ -36,7 +37,9 @@ _KIND = itemgetter(0, 3)  # consecutive jobs of one function, batched or not, ru
 
 
 class GroupCommitter:
-    """Owns one connection on one thread; `call(fn, *args)` runs `fn(conn, *args)` there."""
+    """Owns one connection on one thread; `call(fn, *args)` runs `fn(conn, *args)` there.
+    `on_commit(jobs, seconds)`, if set, is called on that thread after each committed batch;
+    `up` says whether the last transaction committed (False while the database is unavailable)."""
 
     def __init__(self, connect: Callable[[], Connection], max_batch: int = 20_000,
                  begin: str = "BEGIN IMMEDIATE") -> None:
@@ -50,6 +53,8 @@ class GroupCommitter:
         self._thread.start()
         self.batches = 0
         self.jobs = 0
+        self.on_commit: Callable[[int, float], None] | None = None
+        self.up = True
 
     def call(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Queue `fn(conn, *args)`; the future resolves after the transaction holding it commits."""
@@ -107,6 +112,7 @@ class GroupCommitter:
     def _commit(self, batch: list[Job]) -> list[tuple[bool, Any]]:
         self.batches += 1
         self.jobs += len(batch)
+        started = time.perf_counter()
         for attempt in (1, 2):
             committing = False
             try:
@@ -121,6 +127,9 @@ class GroupCommitter:
                         outcomes.extend((True, fn(conn, *job[1])) for job in jobs)
                 committing = True
                 conn.execute("COMMIT")
+                self.up = True
+                if self.on_commit is not None:
+                    self.on_commit(len(batch), time.perf_counter() - started)
                 return outcomes
             except Exception as error:
                 if self._rolled_back():
@@ -130,6 +139,7 @@ class GroupCommitter:
                     break  # one job spoiled the batch: run each alone, below
                 if committing or attempt == 2:  # the outcome is unknown, or the database is gone
                     log.error("database unavailable: %s", error)
+                    self.up = False
                     gone = Unavailable("the database is unavailable; try again")
                     return [(False, gone)] * len(batch)
         return [self._alone(job) for job in batch]

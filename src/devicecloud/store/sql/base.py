@@ -15,6 +15,11 @@ class SqlPart:
         self._reader = readers
 
     @property
+    def writer(self) -> GroupCommitter:
+        """The writer: whether it is up, and what it tells of each commit."""
+        return self._writer
+
+    @property
     def stats(self) -> tuple[int, int]:
         """(transactions committed, jobs run): their ratio is the mean group size."""
         return self._writer.batches, self._writer.jobs
