@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -20,7 +21,7 @@ from devicecloud import __version__
 from devicecloud.blobs.disk import DiskBlobs
 from devicecloud.bus.memory import MemoryBus
 from devicecloud.bus.redis import RedisBus
-from devicecloud.config import Settings, load_secret
+from devicecloud.config import Settings, StartupError, load_secret, unusable_database
 from devicecloud.core.accounts import Accounts
 from devicecloud.core.errors import DeviceCloudError
 from devicecloud.core.espai.platform import EspAi
@@ -126,9 +127,10 @@ async def _listen(listener: MqttListener) -> None:
     try:
         await listener.start()
     except OSError as problem:
-        reason = os.strerror(problem.errno) if problem.errno else str(problem)
-        raise SystemExit(f"devicecloud: cannot listen for MQTT on {listener.host}:"
-                         f"{listener.port}: {reason}") from None
+        reason = os.strerror(problem.errno).lower() if problem.errno else str(problem)
+        raise StartupError(f"cannot listen for MQTT on {listener.host}:{listener.port}: "
+                           f"{reason}; stop the other broker or pass --mqtt-port 0 (no built-in "
+                           "listener) or another port") from None
 
 
 @asynccontextmanager
@@ -138,7 +140,10 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     sweeper, the MQTT listener, the hub, the console, resync, presence, the bus, and the store
     last (after the last write)."""
     async with AsyncExitStack() as stack:
-        store = await open_store(settings)
+        try:
+            store = await open_store(settings)
+        except (OSError, SQLAlchemyError) as problem:
+            raise unusable_database(settings, problem) from None
         stack.push_async_callback(store.close)
         bus: MemoryBus | RedisBus = MemoryBus()
         if settings.bus_url:

@@ -11,9 +11,12 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import sqlalchemy
+from sqlalchemy.exc import SQLAlchemyError
+
 from devicecloud.blobs.disk import DiskBlobs
 from devicecloud.bus.memory import MemoryBus
-from devicecloud.config import Settings
+from devicecloud.config import Settings, StartupError, load_settings, unusable_database
 from devicecloud.core.accounts import Accounts, normalise_email
 from devicecloud.core.errors import DeviceCloudError, NotFound
 from devicecloud.core.espai.platform import EspAi
@@ -22,37 +25,71 @@ from devicecloud.core.service import DeviceCloud
 from devicecloud.gateways.hub import Hub
 from devicecloud.gateways.presence import LocalPresence
 from devicecloud.protocols.ezdata_mqtt import push_size
-from devicecloud.server import serve_one, serve_workers, workers_problem
+from devicecloud.server import hold_data_dir, serve_one, serve_workers, workers_problem
 from devicecloud.store.open import open_store
+from devicecloud.store.sql.store import SqlStore
+from devicecloud.store.url import Database
 
 
 def _serve(args: argparse.Namespace) -> None:
     settings = _settings(args, *Settings.model_fields)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if settings.workers > 1:
-        problem = workers_problem(settings)
-        if problem:
-            raise SystemExit(f"devicecloud: --workers {settings.workers}: {problem}")
-        raise SystemExit(serve_workers(settings, sys.argv[1:]))
-    logging.getLogger("devicecloud").info(
-        "devicecloud on http://%s:%d (MQTT %s), data in %s", settings.host, settings.http_port,
-        "through a broker" if settings.mqtt_broker else f"port {settings.mqtt_port or 'off'}",
-        settings.data_dir.resolve())
-    serve_one(settings)
+    problem = workers_problem(settings) if settings.workers > 1 else None
+    if problem:
+        raise StartupError(f"--workers {settings.workers}: {problem}")
+    with hold_data_dir(settings):
+        if settings.workers > 1:
+            raise SystemExit(serve_workers(settings, sys.argv[1:]))
+        logging.getLogger("devicecloud").info(
+            "devicecloud on http://%s:%d (MQTT %s), data in %s", settings.host,
+            settings.http_port,
+            "through a broker" if settings.mqtt_broker else f"port {settings.mqtt_port or 'off'}",
+            settings.data_dir.resolve())
+        serve_one(settings)
 
 
 def _settings(args: argparse.Namespace, *names: str) -> Settings:
     """Settings from the environment, overridden by the flags `names` given on the command line."""
-    return Settings(**{name: getattr(args, name) for name in names
-                       if getattr(args, name, None) is not None})
+    return load_settings({name: getattr(args, name) for name in names
+                          if getattr(args, name, None) is not None},
+                         [name for name in names if hasattr(args, name)])
+
+
+def _has_database(database: Database) -> bool:
+    """Whether `database` exists and holds devicecloud's tables."""
+    if database.engine == "sqlite":
+        return database.sqlite_path.is_file()
+    engine = sqlalchemy.create_engine(database.migration_url)
+    try:
+        with engine.connect() as connection:
+            return sqlalchemy.inspect(connection).has_table("alembic_version")
+    finally:
+        engine.dispose()
+
+
+async def _open(settings: Settings, args: argparse.Namespace) -> SqlStore:
+    """The store of a command run outside a server: the server's database, never a new one made
+    by mistake (unless `--create-database`)."""
+    database = settings.database
+    try:
+        if not (args.create_database or await asyncio.to_thread(_has_database, database)):
+            where = (database.sqlite_path.resolve() if database.engine == "sqlite"
+                     else database.url.render_as_string())
+            raise StartupError(f"no devicecloud database at {where}; point the command at the "
+                               "server's with --data-dir (or DEVICECLOUD_DATA_DIR) or "
+                               "--database-url (or DEVICECLOUD_DATABASE_URL), or pass "
+                               "--create-database to make a new one")
+        return await open_store(settings)
+    except (OSError, SQLAlchemyError) as problem:
+        raise unusable_database(settings, problem) from None
 
 
 def _accounts_create(args: argparse.Namespace) -> None:
     settings = _settings(args, "data_dir", "database_url")
 
     async def create() -> Account:
-        store = await open_store(settings)
+        store = await _open(settings, args)
         try:
             return await Accounts(store).create(args.email, args.password, args.name, args.phone)
         finally:
@@ -70,7 +107,7 @@ def _run_espai(args: argparse.Namespace, work: Callable[[EspAi, Account], Awaita
     settings = _settings(args, "data_dir", "database_url")
 
     async def run() -> Any:
-        store = await open_store(settings)
+        store = await _open(settings, args)
         try:
             found = await store.account_login(normalise_email(args.account))
             if found is None:
@@ -109,18 +146,21 @@ def parser() -> argparse.ArgumentParser:
     storage = argparse.ArgumentParser(add_help=False)
     storage.add_argument("--data-dir", help="database and files (default ./devicecloud-data)")
     storage.add_argument("--database-url", help="default: sqlite:///<data-dir>/devicecloud.db")
+    existing = argparse.ArgumentParser(add_help=False, parents=[storage])
+    existing.add_argument("--create-database", action="store_true",
+                          help="make the database if there is none (else the command refuses)")
     commands = top.add_subparsers(dest="command", required=True)
 
     accounts = commands.add_parser("accounts", help="manage accounts").add_subparsers(
         dest="action", required=True)
-    create = accounts.add_parser("create", parents=[storage],
+    create = accounts.add_parser("create", parents=[existing],
                                  help="create an account; prints it as JSON")
     create.add_argument("email")
     create.add_argument("--password", required=True)
     create.add_argument("--name", default="", help="display name")
     create.add_argument("--phone", default="")
     create.set_defaults(func=_accounts_create)
-    mask = accounts.add_parser("mask-wifi-pwd", parents=[storage],
+    mask = accounts.add_parser("mask-wifi-pwd", parents=[existing],
                                help="show wifi_pwd as ****** in the account's ESP-AI API results")
     mask.add_argument("--account", required=True, metavar="EMAIL")
     mask.add_argument("state", choices=["on", "off"])
@@ -128,34 +168,34 @@ def parser() -> argparse.ArgumentParser:
 
     agents = commands.add_parser("agents", help="manage ESP-AI agents").add_subparsers(
         dest="action", required=True)
-    agent = agents.add_parser("create", parents=[storage],
+    agent = agents.add_parser("create", parents=[existing],
                               help="create an agent; prints it (with its api_key) as JSON")
     agent.add_argument("--account", required=True, metavar="EMAIL")
     agent.add_argument("--server", help="its voice server, e.g. http://host:8088/path")
     agent.add_argument("name")
     agent.set_defaults(func=_agents_create)
-    listing = agents.add_parser("list", parents=[storage], help="the account's agents as JSON")
+    listing = agents.add_parser("list", parents=[existing], help="the account's agents as JSON")
     listing.add_argument("--account", required=True, metavar="EMAIL")
     listing.set_defaults(func=_agents_list)
 
     serve = commands.add_parser("serve", parents=[storage],
                                 help="run the service (HTTP, WebSocket, MQTT)")
     serve.add_argument("--host", help="address to listen on (DEVICECLOUD_HOST, default 0.0.0.0)")
-    serve.add_argument("--http-port", type=int, help="HTTP and WebSocket port (default 8000)")
-    serve.add_argument("--mqtt-port", type=int, help="built-in MQTT listener (1883; 0: none)")
+    serve.add_argument("--http-port", help="HTTP and WebSocket port (default 8000)")
+    serve.add_argument("--mqtt-port", help="built-in MQTT listener (1883; 0: none)")
     serve.add_argument("--mqtt-broker", help="use this broker instead of the built-in listener: "
                                              "mqtt://user:password@host:port")
     serve.add_argument("--mqtt-partition", help="INDEX/COUNT: with a broker that cannot share "
                                                 "$ezdata subscriptions, the devices this instance "
                                                 "serves (default 0/1)")
-    serve.add_argument("--workers", type=int, help="processes sharing the ports (default 1; "
+    serve.add_argument("--workers", help="processes sharing the ports (default 1; "
                                                    "more need PostgreSQL and Redis)")
     serve.add_argument("--bus-url", help="redis://host:port/0 to share events between processes")
     serve.add_argument("--public-url", help="base of the links handed out, e.g. https://x.org")
     serve.add_argument("--trusted-proxies", help="comma-separated addresses of reverse proxies "
                                                  "whose X-Forwarded-For is believed (default none)")
-    serve.add_argument("--upload-limit", type=int, help="largest upload in bytes (default 10 MB)")
-    serve.add_argument("--ws-frame-limit", type=int, help="largest WebSocket frame (default 64 KB)")
+    serve.add_argument("--upload-limit", help="largest upload in bytes (default 10 MB)")
+    serve.add_argument("--ws-frame-limit", help="largest WebSocket frame (default 64 KB)")
     serve.add_argument("--log-level", help="debug, info, warning or error (default info)")
     serve.add_argument("--log-format", choices=["text", "json"],
                        help="text (default) or json: one JSON object a line")
@@ -168,5 +208,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Run the command; a problem that stops it is one line on stderr and exit status 2."""
     args = parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except StartupError as problem:
+        print(f"devicecloud: {problem}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -5,14 +5,23 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from devicecloud.limits import parse_limits
 from devicecloud.store.url import Database, parse_database_url, sqlite_file
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+Size = Annotated[int, Field(ge=1)]  # bytes
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class StartupError(Exception):
+    """A problem that stops the start, said in one line with its fix (the process exits 2)."""
 
 
 class Settings(BaseSettings):
@@ -21,8 +30,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DEVICECLOUD_", extra="ignore")
 
     host: str = "0.0.0.0"
-    http_port: int = 8000
-    mqtt_port: int = 1883
+    http_port: Port = 8000
+    mqtt_port: Port = 1883
     mqtt_broker: str = ""
     # With an external broker: the secret its HTTP auth/ACL hooks send (else loopback only).
     mqtt_hook_secret: str = ""
@@ -34,10 +43,10 @@ class Settings(BaseSettings):
     trusted_proxies: str = ""
     database_url: str = ""
     bus_url: str = ""
-    workers: int = 1
+    workers: Annotated[int, Field(ge=1)] = 1
     reuse_port: bool = False
-    upload_limit: int = 10 * 1024 * 1024
-    ws_frame_limit: int = 64 * 1024
+    upload_limit: Size = 10 * 1024 * 1024
+    ws_frame_limit: Size = 64 * 1024
     log_level: str = "info"
     log_format: Literal["text", "json"] = "text"
     # A Bearer token `/metrics` asks for (none: open to whoever reaches the HTTP port).
@@ -47,12 +56,29 @@ class Settings(BaseSettings):
     # ESP-AI: the voice server handed to agents that have none of their own, and the largest
     # firmware image an account may upload.
     espai_voice_server: str = ""
-    firmware_limit: int = 16 * 1024 * 1024
+    firmware_limit: Size = 16 * 1024 * 1024
 
     @field_validator("public_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value.lower() not in LOG_LEVELS:
+            raise ValueError(f"say one of {', '.join(LOG_LEVELS)}")
+        return value.lower()
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if value:
+            try:
+                parse_database_url(value)
+            except SystemExit as refused:  # its reason names the scheme only, not a password
+                raise ValueError(str(refused)) from None
+        return value
 
     @field_validator("mqtt_partition")
     @classmethod
@@ -105,6 +131,36 @@ class Settings(BaseSettings):
     def base_url(self, request_base: str) -> str:
         """The base for links handed out: `public_url` if set, else how the client reached us."""
         return self.public_url or request_base.rstrip("/")
+
+
+_UNSHOWN = frozenset({"mqtt_broker", "mqtt_hook_secret", "metrics_token", "database_url",
+                      "bus_url"})  # they may hold a password
+
+
+def load_settings(values: Mapping[str, Any], flags: Collection[str] = ()) -> Settings:
+    """Settings from the environment, overridden by `values`. A bad value stops the start with
+    one line naming its variable, and its flag if `flags` holds its name."""
+    try:
+        return Settings(**values)
+    except ValidationError as invalid:
+        error = invalid.errors()[0]
+        name = str(error["loc"][0]) if error["loc"] else ""
+        where = f"DEVICECLOUD_{name.upper()}"
+        if name in flags:
+            where = f"--{name.replace('_', '-')} (or {where})"
+        value = error["input"]
+        shown = ",".join(map(str, value)) if isinstance(value, list) else value
+        given = "" if name in _UNSHOWN else f" {shown}"
+        reason = error["msg"].removeprefix("Value error, ")
+        raise StartupError(f"bad {where}{given}: {reason}") from None
+
+
+def unusable_database(settings: Settings, problem: Exception) -> StartupError:
+    """The line saying the configured database cannot be used, with the driver's reason."""
+    cause = str(getattr(problem, "orig", None) or problem).strip()
+    reason = cause.splitlines()[0] if cause else type(problem).__name__
+    return StartupError(f"cannot use the database {settings.database.url.render_as_string()}: "
+                        f"{reason}; check --database-url (or DEVICECLOUD_DATABASE_URL)")
 
 
 def load_secret(path: Path) -> bytes:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import gc
+import ipaddress
 import logging
 import os
 import resource
@@ -14,12 +16,17 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from types import FrameType
+from typing import Any
+from urllib.parse import urlsplit
 
 import uvicorn
+from starlette.applications import Starlette
 
 from devicecloud.app import create_app, drain
-from devicecloud.config import Settings
+from devicecloud.config import Settings, StartupError
 from devicecloud.gateways.http_protocol import HeaderTimeoutProtocol
 from devicecloud.gateways.mqtt_listener import MqttListener
 from devicecloud.gateways.ws_protocol import BoundedWebSocketProtocol
@@ -96,13 +103,30 @@ class FileWatch:
 
 
 class GracefulServer(uvicorn.Server):
-    """Stops on SIGINT or SIGTERM once in-flight work is answered, then exits with status 0;
-    says when it runs out of file descriptors."""
+    """Opens the services before it listens (a problem they meet leaves `serve` as that
+    StartupError) and says where to connect once it listens; stops on SIGINT or SIGTERM once
+    in-flight work is answered, then exits with status 0; says when it runs out of file
+    descriptors."""
 
-    def __init__(self, config: uvicorn.Config) -> None:
+    def __init__(self, app: Starlette, config: uvicorn.Config, settings: Settings) -> None:
         super().__init__(config)
+        self.application = app
+        self.settings = settings
         self._deadline: threading.Timer | None = None
+        self._state: Mapping[str, Any] | None = None
         self.files = FileWatch()
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        app = self.application
+        async with app.router.lifespan_context(app) as state:
+            self._state = state
+            await super().serve(sockets)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self.lifespan.state.update(self._state or {})
+        await super().startup(sockets)
+        if self.started and sockets:
+            announce(self.settings, sockets[0].getsockname()[1])
 
     async def on_tick(self, counter: int) -> bool:
         if counter % 10 == 0:  # uvicorn ticks ten times a second
@@ -135,13 +159,21 @@ class GracefulServer(uvicorn.Server):
 
 
 def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
-    """A bound, listening TCP socket; with `reuse_port` several processes may bind the port."""
+    """A bound, listening TCP socket; with `reuse_port` several processes may bind the port.
+    A port that cannot be opened stops the start with the flag that changes it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as problem:
+        sock.close()
+        reason = os.strerror(problem.errno).lower() if problem.errno else str(problem)
+        raise StartupError(f"cannot listen for HTTP on {host}:{port}: {reason}; stop the "
+                           "other server or pass --http-port another port (or --host another "
+                           "address)") from None
     sock.listen(4096)
     sock.set_inheritable(True)
     return sock
@@ -154,17 +186,87 @@ def serve_one(settings: Settings) -> None:
     config = uvicorn.Config(
         app, host=settings.host, port=settings.http_port,
         ws_max_size=settings.ws_frame_limit, log_level=settings.log_level.lower(),
-        lifespan="on", timeout_graceful_shutdown=DRAIN_TIMEOUT, server_header=False,
+        lifespan="off", timeout_graceful_shutdown=DRAIN_TIMEOUT, server_header=False,
         http=HeaderTimeoutProtocol, timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
         ws=BoundedWebSocketProtocol,
         # X-Forwarded-* only from the configured proxies; by default from nobody.
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=settings.trusted_proxies or [])
-    sockets = None
-    if settings.reuse_port:
-        sockets = [listening_socket(settings.host, settings.http_port, True)]
+    sockets = [listening_socket(settings.host, settings.http_port, settings.reuse_port)]
     tune_gc()
-    GracefulServer(config).run(sockets=sockets)
+    GracefulServer(app, config, settings).run(sockets=sockets)
+
+
+def _reachable(host: str) -> str:
+    """An address of this machine others may reach `host` at: for a wildcard, the one its
+    default route leaves from (a UDP connect sends nothing)."""
+    if host not in ("0.0.0.0", "::", ""):
+        return f"[{host}]" if ":" in host else host
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+            address: str = probe.getsockname()[0]
+        except OSError:
+            address = "127.0.0.1"
+    return address
+
+
+def _loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host.endswith(".localhost")
+
+
+def announce(settings: Settings, http_port: int) -> None:
+    """Say where the console is and what address devices need, once the service listens."""
+    host = _reachable(settings.host)
+    base = settings.public_url or f"http://{host}:{http_port}"
+    if settings.mqtt_broker:
+        mqtt = "MQTT through the broker"
+    elif settings.mqtt_port:
+        mqtt = f"MQTT {host}:{settings.mqtt_port}"
+    else:
+        mqtt = "MQTT off"
+    log.info("console: %s/console", base)
+    log.info("devices: HTTP/WebSocket %s, %s", base, mqtt)
+    if settings.public_url and _loopback(settings.public_url):
+        log.warning("--public-url %s is a loopback address: links and QR codes handed out "
+                    "work on this machine only", settings.public_url)
+
+
+@contextmanager
+def hold_data_dir(settings: Settings) -> Iterator[None]:
+    """Lock the data directory while the block runs: alone, or shared with the other instances
+    of a cluster (which share a bus or a broker). Another process's lock, or a directory this
+    user cannot write, stops the start. A worker (`reuse_port`) leaves it to its supervisor."""
+    if settings.reuse_port:
+        yield
+        return
+    folder = settings.data_dir.resolve()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = open(folder / "devicecloud.lock", "a+")  # noqa: SIM115 - held for the block
+    except OSError as problem:
+        reason = problem.strerror or str(problem)
+        raise StartupError(f"cannot write to the data directory {folder}: {reason}; pass "
+                           "--data-dir (or DEVICECLOUD_DATA_DIR) a directory this user can "
+                           "write") from None
+    with lock:
+        shared = bool(settings.bus_url or settings.mqtt_broker)
+        try:
+            fcntl.flock(lock, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            other = lock.read().strip() or "unknown"
+            raise StartupError(f"the data directory {folder} is in use by another devicecloud "
+                               f"(pid {other}); stop it, or give this one another --data-dir "
+                               "(or DEVICECLOUD_DATA_DIR)") from None
+        lock.truncate(0)
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        yield
 
 
 def workers_problem(settings: Settings) -> str | None:

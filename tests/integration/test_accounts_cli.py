@@ -23,7 +23,7 @@ def create(data_dir: Path, *args: str,
 
 def test_create_prints_the_account_with_its_open_api_key(tmp_path: Path) -> None:
     done = create(tmp_path / "data", "Grace@Example.com", "--password", "a long secret",
-                  "--name", "Grace", "--phone", "+44 20 7946 0000")
+                  "--name", "Grace", "--phone", "+44 20 7946 0000", "--create-database")
     assert done.returncode == 0, done.stderr
     account = json.loads(done.stdout)
     assert account["email"] == "grace@example.com"
@@ -35,7 +35,8 @@ def test_create_prints_the_account_with_its_open_api_key(tmp_path: Path) -> None
 
 def test_create_refuses_a_taken_email_and_a_short_password(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    assert create(data, "ada@example.com", "--password", "a long secret").returncode == 0
+    assert create(data, "ada@example.com", "--password", "a long secret",
+                  "--create-database").returncode == 0
     again = create(data, "ADA@example.com", "--password", "another secret")
     assert again.returncode != 0 and "already exists" in again.stderr and not again.stdout
     short = create(data, "bob@example.com", "--password", "short")
