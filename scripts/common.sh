@@ -18,14 +18,32 @@ apt_install() {  # apt_install PACKAGE... : install the Debian packages that are
 
 python_ok() { "$1" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; }
 
-ensure_venv() {  # ensure_venv EXTRAS : .venv with devicecloud[EXTRAS] installed (editable)
+installed() { .venv/bin/python -c 'import devicecloud' 2>/dev/null; }
+
+# ensure_venv EXTRAS : .venv with devicecloud[EXTRAS] installed (editable). pip runs only when
+# pyproject.toml changed since the last install that worked (a stamp in .venv keeps its hash);
+# if it fails (offline) while an installed devicecloud remains, one line says so and that one runs.
+ensure_venv() {
   local python=${PYTHON:-python3}
   if ! python_ok "$python"; then
     command -v apt-get >/dev/null && apt_install python3 python3-venv python3-pip
     python_ok "$python" || { echo "devicecloud needs Python 3.11 or newer with venv" >&2; exit 1; }
   fi
   [ -x .venv/bin/python ] || "$python" -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -m pip install -q -e ".[$1]" 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -c 'import devicecloud' || { echo "installing devicecloud failed" >&2; exit 1; }
+  local stamp=".venv/devicecloud-$1.stamp" log=.venv/pip.log wanted
+  wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ] && installed; then
+    return
+  fi
+  if { .venv/bin/python -m pip install -q --upgrade pip &&
+       .venv/bin/python -m pip install -q -e ".[$1]"; } >"$log" 2>&1; then
+    echo "$wanted" >"$stamp"
+  elif installed; then
+    echo "pip could not install devicecloud[$1] (offline?): running the one installed" \
+         "(pip's output: $log)" >&2
+  else
+    cat "$log" >&2
+    echo "installing devicecloud failed" >&2
+    exit 1
+  fi
 }
