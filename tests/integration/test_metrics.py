@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support.clients import WsDevice
 from support.mqtt_clients import PahoDevice
 from support.polling import eventually
-from support.server import Server, random_mac
+from support.server import Server, free_port, random_mac
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -96,3 +101,81 @@ def test_metrics_token(tmp_path: Path) -> None:
         assert value(scrape(server, "s3cret-metrics"), "devicecloud_database_up") == 1
     finally:
         assert server.stop() == 0, server.log()
+
+
+# A real Prometheus ---------------------------------------------------------------------------
+
+DEPLOY = Path(__file__).parents[2] / "deploy"
+PROMETHEUS = shutil.which("prometheus")
+PROMTOOL = shutil.which("promtool")
+needs_prometheus = pytest.mark.skipif(
+    PROMETHEUS is None or PROMTOOL is None,
+    reason="Debian's prometheus package is not installed (apt-get install prometheus)")
+
+
+@needs_prometheus
+def test_alert_rules_and_scrape_config_pass_promtool() -> None:
+    assert PROMTOOL is not None
+    for check, name in (("rules", "alerts.yml"), ("config", "prometheus.yml")):
+        done = subprocess.run([PROMTOOL, "check", check, str(DEPLOY / "prometheus" / name)],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def dashboard_queries() -> list[str]:
+    """Every query of the Grafana dashboard, its variables given values Prometheus takes."""
+    dashboard = json.loads((DEPLOY / "grafana" / "devicecloud.json").read_text())
+    return [target["expr"].replace("$__rate_interval", "1m").replace("$instance", ".*")
+            for panel in dashboard["panels"] for target in panel["targets"]]
+
+
+@needs_prometheus
+def test_prometheus_scrapes_the_server(tmp_path: Path) -> None:
+    assert PROMETHEUS is not None
+    server = Server(tmp_path / "data").start()
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(json.dumps({  # JSON is YAML
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(DEPLOY / "prometheus" / "alerts.yml")],
+        "scrape_configs": [{"job_name": "devicecloud",
+                            "static_configs": [{"targets": [f"127.0.0.1:{server.http_port}"]}]}],
+    }))
+    log = (tmp_path / "prometheus.log").open("wb")
+    prometheus = subprocess.Popen(
+        [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
+    api = f"http://127.0.0.1:{port}/api/v1"
+
+    def query(expr: str) -> list[Any]:
+        try:
+            reply = httpx.get(f"{api}/query", params={"query": expr}, timeout=2).json()
+        except httpx.HTTPError:
+            return []
+        assert reply["status"] == "success", (expr, reply)
+        found: list[Any] = reply["data"]["result"]
+        return found
+
+    try:
+        asyncio.run(_one_ws_request(server, server.register()))
+        samples = eventually(lambda: query('devicecloud_requests_total{command="add"}'),
+                             "devicecloud_requests_total in Prometheus", timeout=30, every=0.5)
+        ok = [s for s in samples if s["metric"]["result"] == "ok"]
+        assert [(s["metric"]["transport"], s["value"][1]) for s in ok] == [("websocket", "1")]
+        assert eventually(lambda: query("devicecloud_database_up == 1"), "database up")
+        rules = httpx.get(f"{api}/rules").json()["data"]["groups"]
+        assert {r["name"] for g in rules for r in g["rules"]} >= {"DevicecloudDatabaseDown",
+                                                                  "DevicecloudBusDown"}
+        for expr in dashboard_queries():
+            query(expr)  # each one is valid PromQL
+    finally:
+        prometheus.terminate()
+        prometheus.wait(10)
+        log.close()
+        assert server.stop() == 0, server.log()
+
+
+async def _one_ws_request(server: Server, token: str) -> None:
+    device = await WsDevice.connect(server.ws_url, token)
+    assert (await device.request(100, name="n", value=1))["code"] == 200
+    await device.close()
