@@ -1,9 +1,11 @@
-"""Fixtures: a server shared by the run, a server of a test's own; CI's rule against skips."""
+"""Fixtures: a server shared by the run, a server of a test's own, a taken port; CI's rule against
+skips."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +30,15 @@ def own_server(tmp_path: Path) -> Iterator[Server]:
     if instance.process is not None and instance.process.poll() is None:
         instance.stop(signal.SIGKILL)
 
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port something else listens on."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
 
 
 @pytest.fixture

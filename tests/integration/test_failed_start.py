@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,15 +15,6 @@ from support.services import PrivateRedis
 
 from devicecloud.app import create_app
 from devicecloud.config import Settings, StartupError
-
-
-@pytest.fixture
-def taken_port() -> Iterator[int]:
-    """A port something else listens on."""
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        yield holder.getsockname()[1]
 
 
 def test_a_taken_mqtt_port_ends_the_process_with_a_clear_error(own_server: Server,
