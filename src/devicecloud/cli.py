@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy
 from sqlalchemy.exc import SQLAlchemyError
 
+from devicecloud import logs
 from devicecloud.blobs.disk import DiskBlobs
 from devicecloud.bus.memory import MemoryBus
 from devicecloud.config import Settings, StartupError, load_settings, unusable_database
@@ -33,8 +34,7 @@ from devicecloud.store.url import Database
 
 def _serve(args: argparse.Namespace) -> None:
     settings = _settings(args, *Settings.model_fields)
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
     problem = workers_problem(settings) if settings.workers > 1 else None
     if problem:
         raise StartupError(f"--workers {settings.workers}: {problem}")

@@ -186,6 +186,7 @@ def serve_one(settings: Settings) -> None:
     config = uvicorn.Config(
         app, host=settings.host, port=settings.http_port,
         ws_max_size=settings.ws_frame_limit, log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's loggers go to the handler logs.configure set
         lifespan="off", timeout_graceful_shutdown=DRAIN_TIMEOUT, server_header=False,
         http=HeaderTimeoutProtocol, timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
         ws=BoundedWebSocketProtocol,
