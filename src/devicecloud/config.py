@@ -181,5 +181,5 @@ def load_secret(path: Path) -> bytes:
             draft.unlink()
     secret = path.read_bytes().strip()
     if len(secret) < 32:
-        raise SystemExit(f"{path} holds no usable secret; delete it to have a new one made")
+        raise StartupError(f"{path} holds no usable secret; delete it to have a new one made")
     return secret
