@@ -170,10 +170,10 @@ def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
         sock.bind((host, port))
     except OSError as problem:
         sock.close()
-        reason = os.strerror(problem.errno).lower() if problem.errno else str(problem)
-        raise StartupError(f"cannot listen for HTTP on {host}:{port}: {reason}; stop the "
-                           "other server or pass --http-port another port (or --host another "
-                           "address)") from None
+        reason = (problem.strerror or str(problem)).lower()
+        fix = ("stop the other server or pass --http-port another port"
+               if problem.errno == errno.EADDRINUSE else "check --host (or DEVICECLOUD_HOST)")
+        raise StartupError(f"cannot listen for HTTP on {host}:{port}: {reason}; {fix}") from None
     sock.listen(4096)
     sock.set_inheritable(True)
     return sock

@@ -74,6 +74,11 @@ def test_a_taken_http_port_names_the_flag(tmp_path: Path, taken_port: int) -> No
              "--http-port")
 
 
+def test_an_address_that_cannot_be_listened_on_names_the_flag(tmp_path: Path) -> None:
+    one_line(serve(tmp_path / "data", "--host", "nowhere.invalid"),
+             "cannot listen for HTTP on nowhere.invalid", "--host", "DEVICECLOUD_HOST")
+
+
 def test_a_taken_mqtt_port_names_the_flag(tmp_path: Path, taken_port: int) -> None:
     data_dir = tmp_path / "data"
     one_line(serve(data_dir, "--mqtt-port", str(taken_port),
