@@ -16,6 +16,7 @@ from support.clients import WsDevice
 from support.mqtt_clients import PahoDevice
 from support.polling import eventually
 from support.server import Server, free_port, random_mac
+from support.services import PrivateRedis
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -179,3 +180,21 @@ async def _one_ws_request(server: Server, token: str) -> None:
     device = await WsDevice.connect(server.ws_url, token)
     assert (await device.request(100, name="n", value=1))["code"] == 200
     await device.close()
+
+
+def test_bus_up_follows_redis(tmp_path: Path) -> None:
+    redis = PrivateRedis(tmp_path)
+    redis.start()
+    server = Server(tmp_path / "data", extra_args=("--bus-url", redis.url)).start()
+    try:
+        assert value(scrape(server), "devicecloud_bus_up") == 1
+        redis.stop()
+        eventually(lambda: value(scrape(server), "devicecloud_bus_up") == 0, "bus down",
+                   timeout=15)
+        redis.start()
+        eventually(lambda: value(scrape(server), "devicecloud_bus_up") == 1, "bus up again",
+                   timeout=15)
+    finally:
+        if redis.process is not None and redis.process.poll() is None:
+            redis.stop()
+        assert server.stop() == 0, server.log()

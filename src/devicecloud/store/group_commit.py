@@ -127,9 +127,7 @@ class GroupCommitter:
                         outcomes.extend((True, fn(conn, *job[1])) for job in jobs)
                 committing = True
                 conn.execute("COMMIT")
-                self.up = True
-                if self.on_commit is not None:
-                    self.on_commit(len(batch), time.perf_counter() - started)
+                self._committed(len(batch), started)
                 return outcomes
             except Exception as error:
                 if self._rolled_back():
@@ -143,6 +141,11 @@ class GroupCommitter:
                     gone = Unavailable("the database is unavailable; try again")
                     return [(False, gone)] * len(batch)
         return [self._alone(job) for job in batch]
+
+    def _committed(self, jobs: int, started: float) -> None:
+        self.up = True
+        if self.on_commit is not None:
+            self.on_commit(jobs, time.perf_counter() - started)
 
     def _rolled_back(self) -> bool:
         """Roll back the failed transaction; False if the connection itself is broken."""
@@ -158,11 +161,13 @@ class GroupCommitter:
 
     def _alone(self, job: Job) -> tuple[bool, Any]:
         fn, args, _, batched = job
+        started = time.perf_counter()
         try:
             conn = self._connection()
             conn.execute(self._begin)
             result = fn(conn, [args])[0] if batched else fn(conn, *args)
             conn.execute("COMMIT")
+            self._committed(1, started)
             return True, result
         except Exception as error:  # handed to the caller, whose request fails alone
             self._rolled_back()
