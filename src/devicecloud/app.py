@@ -35,7 +35,7 @@ from devicecloud.gateways.partition import LiveMembers, Partition, StaticPartiti
 from devicecloud.gateways.presence import LocalPresence, RedisPresence
 from devicecloud.gateways.resync import Resync
 from devicecloud.limits import limits_of
-from devicecloud.metrics import Figures, Metrics
+from devicecloud.metrics import SHARE_SECONDS, Figures, Metrics, SharedFigures
 from devicecloud.protocols.ezdata_mqtt import push_size
 from devicecloud.store.open import open_store
 from devicecloud.web import (
@@ -72,6 +72,13 @@ async def sweep_releases(cloud: DeviceCloud) -> None:
             await cloud.release_due()
         except DeviceCloudError as problem:
             log.warning("releases due: %s", problem)
+
+
+async def share_metrics(shared: SharedFigures) -> None:
+    """Copy this worker's figures for the other workers, every `SHARE_SECONDS`."""
+    while True:
+        await asyncio.sleep(SHARE_SECONDS)
+        shared.share()
 
 
 async def healthz(request: Request) -> Response:
@@ -158,6 +165,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         metrics.watch(Figures(hub.counts, lambda: {n: lim.refused for n, lim in limits.items()},
                               lambda: store.writer.up,
                               lambda: not isinstance(bus, RedisBus) or bus.connected))
+        if metrics.shared is not None:
+            stack.push_async_callback(_stop, asyncio.create_task(share_metrics(metrics.shared)))
         resync = Resync(cloud, hub)
         if isinstance(bus, RedisBus):
             bus.on_gap = resync.gap

@@ -10,10 +10,12 @@ import ipaddress
 import logging
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -23,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import uvicorn
+from prometheus_client import multiprocess
 from starlette.applications import Starlette
 
 from devicecloud.app import create_app, drain
@@ -30,6 +33,7 @@ from devicecloud.config import Settings, StartupError
 from devicecloud.gateways.http_protocol import HeaderTimeoutProtocol
 from devicecloud.gateways.mqtt_listener import MqttListener
 from devicecloud.gateways.ws_protocol import BoundedWebSocketProtocol
+from devicecloud.metrics import SHARED_DIR
 from devicecloud.store import migrate
 from devicecloud.web.services import started
 
@@ -281,9 +285,12 @@ def workers_problem(settings: Settings) -> str | None:
 
 def serve_workers(settings: Settings, argv: list[str]) -> int:
     """Supervise `settings.workers` processes that share the ports (SO_REUSEPORT); a worker that
-    dies is started again; SIGINT or SIGTERM stops them all gracefully."""
+    dies is started again; SIGINT or SIGTERM stops them all gracefully. The workers share a
+    metrics directory, so that each reports the whole server."""
     migrate.upgrade(settings.database)  # once, before the workers race for it
-    env = {**os.environ, "DEVICECLOUD_WORKERS": "1", "DEVICECLOUD_REUSE_PORT": "true"}
+    metrics = tempfile.mkdtemp(prefix="devicecloud-metrics-")
+    env = {**os.environ, "DEVICECLOUD_WORKERS": "1", "DEVICECLOUD_REUSE_PORT": "true",
+           SHARED_DIR: metrics}
     command = [sys.executable, "-m", "devicecloud", *argv, "--workers", "1"]  # the last one wins
     stopping = False
     stopped_at = 0.0
@@ -306,9 +313,11 @@ def serve_workers(settings: Settings, argv: list[str]) -> int:
             code = child.poll()
             if code is not None and not stopping:
                 log.error("worker %d exited with %s; starting it again", child.pid, code)
+                multiprocess.mark_process_dead(child.pid, metrics)  # type: ignore[no-untyped-call]
                 time.sleep(RESTART_DELAY)
                 children[index] = subprocess.Popen(command, env=env)
         if stopping and all(child.poll() is not None for child in children):
+            shutil.rmtree(metrics, ignore_errors=True)
             return max((child.returncode or 0) for child in children)
         if stopping and time.monotonic() > stopped_at + STOP_DEADLINE + 5:
             for child in children:

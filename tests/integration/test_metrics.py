@@ -15,7 +15,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.clients import WsDevice
 from support.mqtt_clients import PahoDevice
 from support.polling import eventually
-from support.server import Server, free_port, random_mac
+from support.server import (
+    CLUSTER_POSTGRES,
+    Server,
+    free_port,
+    postgres_database,
+    postgres_problem,
+    random_mac,
+)
 from support.services import PrivateRedis
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -198,3 +205,35 @@ def test_bus_up_follows_redis(tmp_path: Path) -> None:
         if redis.process is not None and redis.process.poll() is None:
             redis.stop()
         assert server.stop() == 0, server.log()
+
+
+@pytest.mark.skipif(bool(postgres_problem()), reason=postgres_problem() or "-")
+async def test_any_worker_reports_the_whole_server(tmp_path: Path) -> None:
+    redis = PrivateRedis(tmp_path)
+    redis.start()
+    data = tmp_path / "data"
+    server = Server(data, extra_args=("--bus-url", redis.url, "--workers", "2"),
+                    env={"DEVICECLOUD_DATABASE_URL": postgres_database(data, CLUSTER_POSTGRES)})
+    server.start()
+    try:
+        tokens = [server.register() for _ in range(8)]
+        devices = []
+        for token in tokens:  # new connections land on either worker
+            devices.append(await WsDevice.connect(server.ws_url, token))
+            assert (await devices[-1].request(100, name="n", value=1))["code"] == 200
+
+        def whole(samples: Samples) -> bool:
+            return (value(samples, "devicecloud_requests_total", transport="websocket",
+                          command="add", result="ok") == 8
+                    and value(samples, "devicecloud_connections", transport="websocket") == 8
+                    and value(samples, "devicecloud_database_up") == 1)
+
+        eventually(lambda: whole(scrape(server)), "the whole server's figures", timeout=10)
+        for _ in range(10):  # each scrape reaches either worker: all say the same
+            assert whole(scrape(server))
+            await asyncio.sleep(0.05)
+        for device in devices:
+            await device.close()
+    finally:
+        assert server.stop() == 0, server.log()[-3000:]
+        redis.stop()
