@@ -156,10 +156,14 @@ def test_prometheus_scrapes_the_server(tmp_path: Path) -> None:
     api = f"http://127.0.0.1:{port}/api/v1"
 
     def query(expr: str) -> list[Any]:
+        """The query's samples; none while Prometheus starts (it answers 503 until ready)."""
         try:
-            reply = httpx.get(f"{api}/query", params={"query": expr}, timeout=2).json()
+            answer = httpx.get(f"{api}/query", params={"query": expr}, timeout=2)
         except httpx.HTTPError:
             return []
+        if answer.status_code == 503:
+            return []
+        reply = answer.json()
         assert reply["status"] == "success", (expr, reply)
         found: list[Any] = reply["data"]["result"]
         return found
