@@ -203,6 +203,17 @@ def parser() -> argparse.ArgumentParser:
                                                "(default: none asked)")
     serve.add_argument("--limit", action="append", metavar="NAME=RATE[:BURST]",
                        help="a limit, e.g. ip.register=10/s:200 or ip.register=off (repeatable)")
+    serve.add_argument("--tls-cert", help="PEM certificate (a chain allowed) for HTTPS, WSS and "
+                                          "MQTT over TLS; reloaded on SIGHUP and on change")
+    serve.add_argument("--tls-key", help="its PEM private key")
+    serve.add_argument("--https-port", help="HTTPS and WSS port with TLS (default 8443; 0: none)")
+    serve.add_argument("--mqtts-port", help="MQTT over TLS port with TLS (default 8883; 0: none)")
+    serve.add_argument("--http-redirect", action="store_const", const=True,
+                       help="answer plain-HTTP page requests with a redirect to HTTPS")
+    serve.add_argument("--acme-domain", action="append", metavar="NAME",
+                       help="obtain and renew the certificate for NAME by ACME (repeatable)")
+    serve.add_argument("--acme-email", help="the ACME account's contact address")
+    serve.add_argument("--acme-directory", help="the ACME directory URL (default Let's Encrypt)")
     serve.set_defaults(func=_serve)
     return top
 

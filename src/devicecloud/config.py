@@ -9,7 +9,7 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from devicecloud.limits import parse_limits
@@ -53,6 +53,18 @@ class Settings(BaseSettings):
     metrics_token: str = ""
     # Limits (`NAME=RATE[:BURST]`, comma-separated in the variable; see limits.py).
     limit: Annotated[list[str], NoDecode] = []
+    # TLS: one certificate (PEM, chain allowed) for HTTPS/WSS on `https_port` and MQTT over TLS
+    # on `mqtts_port`, reloaded on SIGHUP and when the files change; or one obtained and renewed
+    # by ACME (HTTP-01 on the plain HTTP port) for `acme_domain`, kept in the data directory.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    https_port: Port = 8443
+    mqtts_port: Port = 8883
+    # Plain-HTTP page requests (not device calls) are answered with a redirect to HTTPS.
+    http_redirect: bool = False
+    acme_domain: Annotated[list[str], NoDecode] = []
+    acme_email: str = ""
+    acme_directory: str = "https://acme-v02.api.letsencrypt.org/directory"
     # ESP-AI: the voice server handed to agents that have none of their own, and the largest
     # firmware image an account may upload.
     espai_voice_server: str = ""
@@ -97,6 +109,26 @@ class Settings(BaseSettings):
             parse_limits(value)  # refuses a bad one with its reason
         return value
 
+    @field_validator("acme_domain", mode="before")
+    @classmethod
+    def _domains(cls, value: object) -> object:
+        if isinstance(value, str):  # DEVICECLOUD_ACME_DOMAIN="a.example.org,b.example.org"
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _tls_source(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key (DEVICECLOUD_TLS_CERT, DEVICECLOUD_TLS_KEY) "
+                             "go together: give both, or neither")
+        if self.tls_cert is not None and self.acme_domain:
+            raise ValueError("--acme-domain (DEVICECLOUD_ACME_DOMAIN) obtains the certificate "
+                             "itself: give it or --tls-cert/--tls-key, not both")
+        if self.acme_domain and not self.acme_email:
+            raise ValueError("--acme-domain needs --acme-email (DEVICECLOUD_ACME_EMAIL), the ACME "
+                             "account's contact")
+        return self
+
     @field_validator("trusted_proxies")
     @classmethod
     def _proxies(cls, value: str) -> str:
@@ -128,6 +160,16 @@ class Settings(BaseSettings):
         """Whether the service is published over https (session cookies are then `Secure`)."""
         return self.public_url.lower().startswith("https://")
 
+    @property
+    def tls(self) -> bool:
+        """Whether this process serves TLS itself (a certificate given, or obtained by ACME)."""
+        return self.tls_cert is not None or bool(self.acme_domain)
+
+    @property
+    def tls_dir(self) -> Path:
+        """Where a certificate obtained by ACME, and its ACME account key, are kept."""
+        return self.data_dir / "tls"
+
     def base_url(self, request_base: str) -> str:
         """The base for links handed out: `public_url` if set, else how the client reached us."""
         return self.public_url or request_base.rstrip("/")
@@ -144,14 +186,16 @@ def load_settings(values: Mapping[str, Any], flags: Collection[str] = ()) -> Set
         return Settings(**values)
     except ValidationError as invalid:
         error = invalid.errors()[0]
-        name = str(error["loc"][0]) if error["loc"] else ""
+        reason = error["msg"].removeprefix("Value error, ")
+        if not error["loc"]:  # a rule across settings names its own flags
+            raise StartupError(reason) from None
+        name = str(error["loc"][0])
         where = f"DEVICECLOUD_{name.upper()}"
         if name in flags:
             where = f"--{name.replace('_', '-')} (or {where})"
         value = error["input"]
         shown = ",".join(map(str, value)) if isinstance(value, list) else value
         given = "" if name in _UNSHOWN else f" {shown}"
-        reason = error["msg"].removeprefix("Value error, ")
         raise StartupError(f"bad {where}{given}: {reason}") from None
 
 
