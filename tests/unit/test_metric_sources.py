@@ -5,11 +5,12 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from devicecloud.core.errors import Unavailable
 from devicecloud.limits import Limit, parse_rate
-from devicecloud.metrics import Figures, Metrics
+from devicecloud.metrics import LATENCY_BUCKETS, Figures, Metrics, Tally
 from devicecloud.store.group_commit import GroupCommitter
 from devicecloud.store.sqlite import connect
 
@@ -77,7 +78,21 @@ def test_refusals_are_counted_per_limit() -> None:
 
 def test_each_app_has_its_own_registry() -> None:
     first, second = Metrics(), Metrics()
-    first.requests_of("mqtt", [(101, "modify")])[101][0].inc()
+    first.requests_of("mqtt", [(101, "modify")])[101][0] += 1
     second.requests_of("mqtt", [(101, "modify")])
     assert _samples(first)["devicecloud_requests_total"] == 1
     assert _samples(second)["devicecloud_requests_total"] == 0
+
+
+def test_a_tally_exposes_what_prometheus_clients_histogram_would() -> None:
+    registry = CollectorRegistry()
+    reference = Histogram("delay_seconds", "d", buckets=LATENCY_BUCKETS, registry=registry)
+    tally = Tally(LATENCY_BUCKETS)
+    for value in (0.0, 0.0005, 0.0007, 0.003, 0.003, 0.2, 9.9, 10.0, 11.0, 500.0):
+        reference.observe(value)
+        tally.observe(value)
+    theirs = {(s.name, s.labels.get("le")): s.value
+              for s in reference.collect()[0].samples if not s.name.endswith("_created")}
+    ours = {(s.name, s.labels.get("le")): s.value
+            for s in tally.family("delay_seconds", "d").samples}
+    assert ours == theirs

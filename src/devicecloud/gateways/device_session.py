@@ -171,17 +171,17 @@ class DeviceSession:
         await self.cloud.touch(device)
 
     async def _serve(self, slot: Slot, request: Request) -> None:
-        answered, refused = self._counters[request.cmd]
+        result = 0  # the index in the command's [answered, refused] counts
         try:
             answer = await _HANDLERS[request.cmd](self, self._speaker(request), request)
         except ProtocolError as problem:
-            answer, answered = ezdata.error(str(problem), problem.cmd), refused
+            answer, result = ezdata.error(str(problem), problem.cmd), 1
         except DeviceCloudError as problem:
-            answer, answered = ezdata.error(str(problem), request.cmd), refused
+            answer, result = ezdata.error(str(problem), request.cmd), 1
         except Exception:
             log.exception("request %s failed", request.cmd)
-            answer, answered = ezdata.error("internal error", request.cmd), refused
-        answered.inc()
+            answer, result = ezdata.error("internal error", request.cmd), 1
+        self._counters[request.cmd][result] += 1
         self.outbox.answer(slot, answer)
 
     def _speaker(self, request: Request) -> Device:
