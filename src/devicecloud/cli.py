@@ -214,6 +214,8 @@ def parser() -> argparse.ArgumentParser:
                        help="obtain and renew the certificate for NAME by ACME (repeatable)")
     serve.add_argument("--acme-email", help="the ACME account's contact address")
     serve.add_argument("--acme-directory", help="the ACME directory URL (default Let's Encrypt)")
+    serve.add_argument("--acme-ca", help="PEM bundle to trust for a private ACME CA's HTTPS "
+                                         "(default: the system's)")
     serve.set_defaults(func=_serve)
     return top
 

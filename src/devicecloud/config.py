@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     acme_domain: Annotated[list[str], NoDecode] = []
     acme_email: str = ""
     acme_directory: str = "https://acme-v02.api.letsencrypt.org/directory"
+    acme_ca: Path | None = None  # a private ACME CA's HTTPS certificate bundle (PEM)
     # ESP-AI: the voice server handed to agents that have none of their own, and the largest
     # firmware image an account may upload.
     espai_voice_server: str = ""
