@@ -38,7 +38,7 @@ from josepy.jwa import ES256
 from josepy.jwk import JWK, JWKEC
 
 from devicecloud import __version__
-from devicecloud.config import Settings
+from devicecloud.config import Settings, StartupError
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +163,8 @@ def describe(problem: Exception, directory: str) -> str:
         found = re.search(r"\[Errno -?\d+\] ([^'\")]+)|(certificate verify failed[^'\")]*)", text)
         reason = next(part for part in found.groups() if part) if found else text
         return f"cannot reach the ACME server {directory}: {reason.strip()}"
-    if isinstance(problem, OSError):
-        return f"cannot write the certificate: {problem}"
+    if isinstance(problem, OSError) and problem.filename:
+        return f"{problem.filename}: {(problem.strerror or str(problem)).lower()}"
     return f"{type(problem).__name__}: {problem}"
 
 
@@ -188,6 +188,9 @@ class Renewal:
         self.email = settings.acme_email
         self.directory = settings.acme_directory
         self.ca = settings.acme_ca
+        if self.ca is not None and not self.ca.is_file():
+            raise StartupError(f"--acme-ca (or DEVICECLOUD_ACME_CA) {self.ca} is not a file; "
+                               "give the PEM bundle of the ACME CA's HTTPS certificate")
         self.certificates = certificates
         self.backoff = backoff
 

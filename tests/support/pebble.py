@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -86,7 +87,7 @@ class Pebble:
         deadline = time.monotonic() + 10
         while True:
             try:
-                if httpx.get(self.directory, verify=str(self.ca_bundle), timeout=1).is_success:
+                if httpx.get(self.directory, verify=self._trust(), timeout=1).is_success:
                     return self
             except httpx.HTTPError:
                 pass
@@ -96,9 +97,12 @@ class Pebble:
     def root(self) -> str:
         """The root (PEM) of the chains pebble issues (made anew at each start of pebble)."""
         reply = httpx.get(f"https://127.0.0.1:{self.management_port}/roots/0",
-                          verify=str(self.ca_bundle), timeout=5)
+                          verify=self._trust(), timeout=5)
         reply.raise_for_status()
         return reply.text
+
+    def _trust(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.ca_bundle)
 
     def log(self) -> str:
         return (self.folder / "pebble.log").read_text(errors="replace")
