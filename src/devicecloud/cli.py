@@ -9,11 +9,13 @@ import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy
 from sqlalchemy.exc import SQLAlchemyError
 
+from devicecloud import backup as backups
 from devicecloud import logs
 from devicecloud.blobs.disk import DiskBlobs
 from devicecloud.bus.memory import MemoryBus
@@ -141,6 +143,21 @@ def _mask_wifi_pwd(args: argparse.Namespace) -> None:
                espai.devices.set_mask_wifi_pwd(account, args.state == "on"))
 
 
+def _backup(args: argparse.Namespace) -> None:
+    settings = _settings(args, "data_dir", "database_url")
+    if not _has_database(settings.database):
+        raise StartupError("no devicecloud database to back up; point the command at the "
+                           "server's with --data-dir (or DEVICECLOUD_DATA_DIR) or "
+                           "--database-url (or DEVICECLOUD_DATABASE_URL)")
+    print(f"backup: {backups.backup(settings, Path(args.file))}")
+
+
+def _restore(args: argparse.Namespace) -> None:
+    settings = _settings(args, "data_dir", "database_url")
+    with hold_data_dir(settings):  # never under a running server
+        print(backups.restore(settings, Path(args.file), force=args.force))
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="devicecloud", description=__doc__)
     storage = argparse.ArgumentParser(add_help=False)
@@ -177,6 +194,17 @@ def parser() -> argparse.ArgumentParser:
     listing = agents.add_parser("list", parents=[existing], help="the account's agents as JSON")
     listing.add_argument("--account", required=True, metavar="EMAIL")
     listing.set_defaults(func=_agents_list)
+
+    backup = commands.add_parser("backup", parents=[storage],
+                                 help="write a consistent backup while the server runs")
+    backup.add_argument("file", metavar="FILE.tar.gz")
+    backup.set_defaults(func=_backup)
+    restore = commands.add_parser("restore", parents=[storage],
+                                  help="restore a backup into an empty data directory")
+    restore.add_argument("file", metavar="FILE.tar.gz")
+    restore.add_argument("--force", action="store_true",
+                         help="replace the data already there")
+    restore.set_defaults(func=_restore)
 
     serve = commands.add_parser("serve", parents=[storage],
                                 help="run the service (HTTP, WebSocket, MQTT)")
