@@ -22,11 +22,12 @@ import logging
 import os
 import re
 import secrets
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Protocol, TypeVar, cast
 
 import requests
 from acme import challenges, crypto_util, errors, messages
@@ -41,6 +42,7 @@ from devicecloud import __version__
 from devicecloud.config import Settings, StartupError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RENEW_BEFORE = 30 * 86400.0  # renew when fewer seconds than this remain
 CHECK_EVERY = 12 * 3600.0  # look at the certificate twice a day
@@ -202,7 +204,7 @@ class Renewal:
             failures = 0
             while True:
                 try:
-                    ordered, expires_at = await asyncio.to_thread(self.check)
+                    ordered, expires_at = await off_loop(self.check)
                 except Exception as problem:  # whatever goes wrong, serving goes on
                     failures += 1
                     delay = self.backoff.delay(failures)
@@ -250,6 +252,12 @@ class Renewal:
     def order(self) -> None:
         """Order, answer HTTP-01 for every name, finalise with a new key and store the result."""
         network = _Network(JWKEC(key=self._account_key()), self.ca)
+        try:
+            self._order(network)
+        finally:
+            network.session.close()
+
+    def _order(self, network: ClientNetwork) -> None:
         client = ClientV2(ClientV2.get_directory(self.directory, network), network)
         try:
             client.new_account(messages.NewRegistration.from_data(
@@ -311,6 +319,32 @@ class Renewal:
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise AcmeFailure(f"{path} is not an EC key; move it away to have a new one made")
         return key
+
+
+async def off_loop(call: Callable[[], T]) -> T:
+    """`call()` on a daemon thread of its own: a stop of the server does not wait for an order
+    that hangs on the CA (the files it writes are renamed into place whole, or not at all)."""
+    loop = asyncio.get_running_loop()
+    settled: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, problem: BaseException | None) -> None:
+        if settled.done():  # cancelled meanwhile
+            return
+        if problem is not None:
+            settled.set_exception(problem)
+        else:
+            settled.set_result(cast(T, result))
+
+    def run() -> None:
+        try:
+            result, problem = call(), None
+        except Exception as failure:
+            result, problem = None, failure
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, problem)
+
+    threading.Thread(target=run, name="acme", daemon=True).start()
+    return await settled
 
 
 def _duration(seconds: float) -> str:
