@@ -1,10 +1,17 @@
-"""OpenAPI 3.1 for the JSON APIs, built from pydantic models, and a `/docs` page that works offline.
+"""OpenAPI 3.0.3 for the HTTP APIs, built from the app's route table and pydantic models, and a
+`/docs` page that works offline.
 
-Each API module lists its `Operation`s; `routes(operations)` serves the document at
-`/openapi.json` and a page at `/docs`: Swagger UI from the `swagger-ui-bundle` package when it is
-installed (its files are served from `/docs/static`, nothing comes from a CDN), with a plain
-server-rendered listing of every path, method and schema inside `<noscript>` (and in its place
-when the package is absent).
+The document lists every HTTP route under the API prefixes (`API_PREFIXES`) that the app serves,
+in the route table's order: each described by its `Operation` (EzData's from
+`web/ezdata_schemas.py`, the others given to `routes`), or, for a route none describes yet, by
+its path, method and handler's docstring. It says OpenAPI 3.0.3 because the Swagger UI that can
+be installed (`swagger-ui-bundle`, Swagger UI 4) reads no 3.1: pydantic's JSON Schemas are
+rewritten to 3.0's dialect (`nullable`, `enum` for `const`, one `example`).
+
+`routes(operations)` serves the document at `/openapi.json` and a page at `/docs`: Swagger UI
+from the `swagger-ui-bundle` package when it is installed (its files are served from
+`/docs/static`, nothing comes from a CDN), with a plain server-rendered listing of every path,
+method and schema inside `<noscript>` (and in its place when the package is absent).
 """
 
 from __future__ import annotations
@@ -12,7 +19,8 @@ from __future__ import annotations
 import html
 import importlib
 import importlib.util
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,8 +56,13 @@ class Operation:
     response_media_type: str = "application/json"
     errors: tuple[tuple[int, type[BaseModel]], ...] = ()
     """Other HTTP statuses the endpoint answers, each with its body's model."""
+    described: bool = True
+    """False for a route no `Operation` describes yet: any status, any content."""
 
 
+API_PREFIXES = ("/api/", "/devices/", "/sdk/", "/firmware/", "/files/")
+"""The paths of the HTTP APIs; the console, the docs and the service's own endpoints are not."""
+UNDESCRIBED_TAG = "Not described yet"
 SECURITY_SCHEMES = {
     "open_api_key": {
         "type": "apiKey", "in": "header", "name": "authorization",
@@ -58,8 +71,36 @@ SECURITY_SCHEMES = {
 }
 
 
+def served(table: Sequence[BaseRoute], operations: Sequence[Operation]) -> list[Operation]:
+    """The operation of every API route in `table` (mounted ones too), in its order: the one
+    `operations` gives for its path and method, or one made from the route itself."""
+    known = {(op.method, op.path): op for op in operations}
+    found = []
+    for route in _http_routes(table, ""):
+        path = route.path_format
+        for method in sorted((route.methods or set()) - {"HEAD"}):
+            found.append(known.get((method, path)) or _undescribed(route, method))
+    return found
+
+
+def _http_routes(table: Sequence[BaseRoute], prefix: str) -> Iterator[Route]:
+    for route in table:
+        if isinstance(route, Mount):
+            yield from _http_routes(route.routes, prefix + route.path)
+        elif isinstance(route, Route) and (prefix + route.path).startswith(API_PREFIXES):
+            yield route if not prefix else Route(prefix + route.path, route.endpoint,
+                                                  methods=route.methods)
+
+
+def _undescribed(route: Route, method: str) -> Operation:
+    doc = (route.endpoint.__doc__ or "").strip()
+    return Operation(method, route.path_format, doc.splitlines()[0] if doc else route.name,
+                     UNDESCRIBED_TAG, (), path_params=tuple(route.param_convertors),
+                     described=False)
+
+
 def document(operations: Sequence[Operation], title: str = "devicecloud") -> dict[str, Any]:
-    """The OpenAPI 3.1 document describing `operations`."""
+    """The OpenAPI 3.0.3 document describing `operations`."""
     models: dict[str, type[BaseModel]] = {}
     for op in operations:
         for model in (op.body, op.query, *op.responses, *(model for _, model in op.errors)):
@@ -69,12 +110,48 @@ def document(operations: Sequence[Operation], title: str = "devicecloud") -> dic
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
         paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
+    tags = list(dict.fromkeys(op.tag for op in operations))
     return {
-        "openapi": "3.1.0",
+        "openapi": "3.0.3",
         "info": {"title": title, "version": __version__},
+        "tags": [{"name": tag} for tag in tags],
         "paths": paths,
-        "components": {"schemas": top.get("$defs", {}), "securitySchemes": SECURITY_SCHEMES},
+        "components": {"schemas": {name: openapi30(schema)
+                                   for name, schema in top.get("$defs", {}).items()},
+                       "securitySchemes": SECURITY_SCHEMES},
     }
+
+
+def openapi30(schema: Any) -> Any:
+    """A JSON Schema (2020-12, as pydantic writes it) in OpenAPI 3.0's dialect."""
+    if isinstance(schema, list):
+        return [openapi30(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: openapi30(value) if key not in ("properties", "$defs") else
+           {name: openapi30(sub) for name, sub in value.items()}
+           for key, value in schema.items() if key not in ("examples", "const")}
+    if "const" in schema:
+        out["enum"] = [schema["const"]]
+    if schema.get("examples"):
+        out["example"] = schema["examples"][0]
+    if isinstance(schema.get("exclusiveMinimum"), (int, float)):
+        out["minimum"], out["exclusiveMinimum"] = schema["exclusiveMinimum"], True
+    if isinstance(schema.get("exclusiveMaximum"), (int, float)):
+        out["maximum"], out["exclusiveMaximum"] = schema["exclusiveMaximum"], True
+    if out.get("type") == "null":  # only null: 3.0 has no null type
+        del out["type"]
+        out.update(nullable=True, enum=[None])
+    if "anyOf" in out and {"nullable": True, "enum": [None]} in out["anyOf"]:
+        rest = [sub for sub in out.pop("anyOf") if sub != {"nullable": True, "enum": [None]}]
+        if len(rest) > 1:
+            out["anyOf"] = rest
+        elif "$ref" in rest[0]:
+            out["allOf"] = rest
+        else:
+            out = {**rest[0], **out}
+        out["nullable"] = True
+    return out
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -82,8 +159,8 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 
 
 def _operation(op: Operation) -> dict[str, Any]:
-    doc: dict[str, Any] = {"summary": op.summary, "tags": [op.tag],
-                           "operationId": f"{op.method.lower()}_{op.path.strip('/')}"}
+    doc: dict[str, Any] = {"summary": op.summary, "tags": [op.tag], "operationId":
+                           re.sub(r"[\W_]+", "_", f"{op.method.lower()}_{op.path}").strip("_")}
     if op.description:
         doc["description"] = op.description
     parameters = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
@@ -93,7 +170,8 @@ def _operation(op: Operation) -> dict[str, Any]:
         required = set(schema.get("required", ()))
         for name, prop in schema.get("properties", {}).items():
             parameter = {"name": name, "in": "query", "required": name in required,
-                         "schema": {k: v for k, v in prop.items() if k != "description"}}
+                         "schema": openapi30({k: v for k, v in prop.items()
+                                              if k != "description"})}
             if "description" in prop:
                 parameter["description"] = prop["description"]
             parameters.append(parameter)
@@ -102,21 +180,27 @@ def _operation(op: Operation) -> dict[str, Any]:
     if op.body is not None:  # a body without required fields may be left out altogether
         doc["requestBody"] = {"required": bool(op.body.model_json_schema().get("required")),
                               "content": {op.body_media_type: {"schema": _ref(op.body)}}}
-    if op.response_media_type == "application/json":
-        refs = [_ref(model) for model in op.responses]
-        schema = refs[0] if len(refs) == 1 else {"oneOf": refs}
-        content = {"application/json": {"schema": schema}}
-        doc["responses"] = {"200": {"description": "; ".join(
-            _first_line(m) for m in op.responses), "content": content}}
-    else:
-        doc["responses"] = {"200": {"description": "the file", "content": {
-            op.response_media_type: {"schema": {"type": "string", "format": "binary"}}}}}
-    for status, model in op.errors:
-        doc["responses"][str(status)] = {"description": _first_line(model), "content": {
-            "application/json": {"schema": _ref(model)}}}
+    doc["responses"] = _responses(op)
     if op.security:
         doc["security"] = [{op.security: []}]
     return doc
+
+
+def _responses(op: Operation) -> dict[str, Any]:
+    if not op.described:
+        return {"default": {"description": "not described yet", "content": {"*/*": {}}}}
+    if op.response_media_type == "application/json":
+        refs = [_ref(model) for model in op.responses]
+        schema = refs[0] if len(refs) == 1 else {"oneOf": refs}
+        answers = {"200": {"description": "; ".join(_first_line(m) for m in op.responses),
+                           "content": {"application/json": {"schema": schema}}}}
+    else:
+        answers = {"200": {"description": "the file", "content": {
+            op.response_media_type: {"schema": {"type": "string", "format": "binary"}}}}}
+    for status, model in op.errors:
+        answers[str(status)] = {"description": _first_line(model), "content": {
+            "application/json": {"schema": _ref(model)}}}
+    return answers
 
 
 def _first_line(model: type[BaseModel]) -> str:
@@ -153,9 +237,10 @@ def plain_listing(spec: dict[str, Any]) -> str:
             for media_type, content in body.items():
                 out += ["<h3>Request (", media_type, ")</h3>", _schema_html(content["schema"],
                                                                             schemas)]
-            for media_type, content in op["responses"]["200"]["content"].items():
-                out += ["<h3>Response (", media_type, ")</h3>",
-                        _schema_html(content["schema"], schemas)]
+            for status, answer in op["responses"].items():
+                for media_type, content in answer["content"].items():
+                    out += ["<h3>Response ", status, " (", html.escape(media_type), ")</h3>",
+                            _schema_html(content.get("schema", {}), schemas)]
             out.append("</section>")
     return "".join(out)
 
@@ -177,30 +262,51 @@ _PAGE = """<!doctype html>
 _SWAGGER_HEAD = '<link rel="stylesheet" href="/docs/static/swagger-ui.css">'
 _SWAGGER_BODY = """<div id="swagger-ui"></div><noscript>{listing}</noscript>
 <script src="/docs/static/swagger-ui-bundle.js"></script>
-<script>window.ui = SwaggerUIBundle({{url: "/openapi.json", dom_id: "#swagger-ui",
-deepLinking: true}});</script>"""
+<script src="/docs/swagger-init.js"></script>"""
+_SWAGGER_INIT = b"""window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui",
+  deepLinking: true});
+"""
+
+
+def api_document(table: Sequence[BaseRoute], operations: Sequence[Operation] = (),
+                 title: str = "devicecloud") -> dict[str, Any]:
+    """The document of the API routes of `table`, described by EzData's operations and
+    `operations`."""
+    from devicecloud.web import ezdata_schemas  # it imports Operation from here
+
+    return document(served(table, (*ezdata_schemas.OPERATIONS, *operations)), title)
 
 
 def routes(operations: Sequence[Operation], title: str = "devicecloud") -> list[BaseRoute]:
-    """`/openapi.json`, `/docs` and (with Swagger UI installed) `/docs/static`."""
-    spec = document(operations, title)
-    spec_bytes = orjson.dumps(spec)
+    """`/openapi.json`, `/docs` and (with Swagger UI installed) `/docs/static`; the document is
+    made, once, from the route table of the app that serves it."""
     swagger = swagger_ui_path()
-    listing = plain_listing(spec)
-    if swagger is not None:
-        page = _PAGE.format(title=html.escape(title), head=_SWAGGER_HEAD,
-                            body=_SWAGGER_BODY.format(listing=listing))
-    else:
-        page = _PAGE.format(title=html.escape(title), head="", body=listing)
+    made: dict[str, bytes] = {}
+
+    def page(request: Request) -> tuple[bytes, bytes]:
+        if not made:
+            spec = api_document(request.app.routes, operations, title)
+            listing = plain_listing(spec)
+            if swagger is not None:
+                body = _PAGE.format(title=html.escape(title), head=_SWAGGER_HEAD,
+                                    body=_SWAGGER_BODY.format(listing=listing))
+            else:
+                body = _PAGE.format(title=html.escape(title), head="", body=listing)
+            made.update(spec=orjson.dumps(spec), page=body.encode())
+        return made["spec"], made["page"]
 
     async def openapi_json(request: Request) -> Response:
-        return Response(spec_bytes, media_type="application/json")
+        return Response(page(request)[0], media_type="application/json")
 
     async def docs(request: Request) -> Response:
-        return HTMLResponse(page)
+        return HTMLResponse(page(request)[1])
+
+    async def swagger_init(request: Request) -> Response:
+        return Response(_SWAGGER_INIT, media_type="text/javascript")
 
     found: list[BaseRoute] = [Route("/openapi.json", openapi_json, methods=["GET"]),
                               Route("/docs", docs, methods=["GET"])]
     if swagger is not None:
-        found.append(Mount("/docs/static", StaticFiles(directory=swagger), name="swagger-ui"))
+        found += [Route("/docs/swagger-init.js", swagger_init, methods=["GET"]),
+                  Mount("/docs/static", StaticFiles(directory=swagger), name="swagger-ui")]
     return found
