@@ -157,11 +157,13 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             bus = RedisBus(settings.bus_url)
             stack.push_async_callback(bus.close)
             await bus.start()
-        cloud = DeviceCloud(store, bus, DiskBlobs(settings.files_dir), downlink_size=push_size)
+        limits = limits_of(settings.limit, settings.bus_url)
+        stack.push_async_callback(limits.close)
+        cloud = DeviceCloud(store, bus, DiskBlobs(settings.files_dir), downlink_size=push_size,
+                            fields_per_device=limits.device_fields.most)
         metrics = Metrics()
         store.writer.on_commit = metrics.committed
-        limits = limits_of(settings.limit)
-        hub = Hub(bus, metrics)
+        hub = Hub(bus, metrics, limits)
         metrics.watch(Figures(hub.counts, lambda: {n: lim.refused for n, lim in limits.items()},
                               lambda: store.writer.up,
                               lambda: not isinstance(bus, RedisBus) or bus.connected))

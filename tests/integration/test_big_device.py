@@ -26,7 +26,8 @@ BIG = 20_000  # fields of the big device
 WRITERS = 4  # other devices writing while it is read
 READ_SECONDS = 4.0
 P99_BOUND_MS = 200.0  # generous (a shared machine); reads on the writer thread: p99 3.4 s
-FULL = f"a device holds at most {FIELDS_PER_DEVICE} data fields; delete some first"
+FULL = (f"limit reached: device.fields {FIELDS_PER_DEVICE} (a device holds at most "
+        f"{FIELDS_PER_DEVICE} data fields; delete some first)")
 
 
 @pytest.fixture

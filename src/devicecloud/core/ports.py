@@ -72,10 +72,10 @@ class FieldStore(Protocol):
 
     async def add_field(self, device_id: int, name: str, value: Any, encoded: bytes,
                         data_type: str, permissions: str, ids: tuple[str, str],
-                        now: int) -> Field:
+                        now: int, most: int | None = 1000) -> Field:
         """Insert a field (`encoded` is the value's JSON); a taken name becomes `name(1)`,
-        `name(2)`, ... Conflict if the device already holds the most fields a device may
-        (`FIELDS_PER_DEVICE`, 1,000)."""
+        `name(2)`, ... Conflict ("limit reached: device.fields N") if the device already holds
+        `most` fields (None: no cap), checked in the transaction that inserts."""
         ...
 
     async def modify_field(self, device_id: int, name: str, value: Any, encoded: bytes,
@@ -85,7 +85,7 @@ class FieldStore(Protocol):
 
     async def upsert_field(self, device_id: int, name: str, value: Any, encoded: bytes,
                            data_type: str, permissions: str, ids: tuple[str, str],
-                           now: int) -> tuple[Field, bool]:
+                           now: int, most: int | None = 1000) -> tuple[Field, bool]:
         """Modify the field of that name, or add it (Conflict if the device is full, as for
         `add_field`); True when it was added."""
         ...

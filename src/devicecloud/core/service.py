@@ -102,8 +102,9 @@ class DeviceCloud:
     """
 
     def __init__(self, store: EzDataStore, bus: Bus, blobs: Blobs, *,
-                 downlink_size: DownlinkSize) -> None:
+                 downlink_size: DownlinkSize, fields_per_device: int | None = 1000) -> None:
         self.store = store
+        self.fields_per_device = fields_per_device  # `--limit device.fields`; None: no cap
         self.bus = bus
         self.blobs = blobs
         self.downlink_size = downlink_size
@@ -210,7 +211,7 @@ class DeviceCloud:
         self._check_downlink(device, checked, encoded)
         field = await self.store.add_field(
             device.id, checked, value, encoded, data_type_of(value, data_type),
-            permissions, (new_token(), new_token()), now_ms())
+            permissions, (new_token(), new_token()), now_ms(), self.fields_per_device)
         self._announce(device, Change.ADDED, field, source, origin)
         return field
 
@@ -237,7 +238,7 @@ class DeviceCloud:
         self._check_downlink(device, checked, encoded)
         field, added = await self.store.upsert_field(
             device.id, checked, value, encoded, data_type_of(value, data_type),
-            perms[:8], (new_token(), new_token()), now_ms())
+            perms[:8], (new_token(), new_token()), now_ms(), self.fields_per_device)
         kind = change or (Change.ADDED if added else Change.MODIFIED)
         self._announce(device, kind, field, source, origin)
         return field

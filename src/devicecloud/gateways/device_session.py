@@ -70,8 +70,38 @@ class DeviceSession:
         elif self.draining:
             self.outbox.answer(slot, ezdata.error("server is shutting down", message.cmd))
             self._served()
-        else:
+        elif self.device is None:  # refused as not logged in, uncounted
             self._advance(self._serve(slot, message))
+        else:
+            wait = self.hub.limits.device_messages.check(str(self.device.id))
+            if wait == 0.0:
+                self._advance(self._serve(slot, message))
+            elif wait is None:  # a lease of the shared count first; what follows waits for it
+                self._held = deque()
+                self._advance(self._lease(slot, message, self.device))
+            else:
+                self._limited(slot, message, wait)
+                self._served()
+
+    async def _lease(self, slot: Slot, message: Request, device: Device) -> None:
+        """Serve `message` once the shared `device.messages` count answers, then what was
+        received meanwhile, in order."""
+        try:
+            wait = await self.hub.limits.device_messages.acquire(str(device.id))
+        except Exception:
+            log.exception("device.messages could not be counted")
+            wait = 0.0
+        if wait:
+            self._limited(slot, message, wait)  # `_advance` ends this turn when it returns
+        else:
+            self._serving += 1  # a turn of its own, ended by `_advance` as for any request
+            self._advance(self._serve(slot, message))  # queues its store job before going on
+        self._release_held()
+
+    def _limited(self, slot: Slot, message: Request, wait: float) -> None:
+        """Answer a request over `device.messages` in its turn, changing nothing."""
+        refusal = self.hub.limits.device_messages.refusal(wait)
+        self.outbox.answer(slot, ezdata.error(refusal, message.cmd))
 
     def _release_held(self) -> None:
         """Begin the messages that waited for a login, in order, up to the next login."""

@@ -4,7 +4,7 @@ One bus subscription serves them all. An event about a device goes to the subscr
 device only, and each turns it into its own protocol's bytes (an EzData push, an ESP-AI message,
 a console page update). The first subscriber of a device makes the bus deliver other processes'
 events about it here; the last one leaving stops that. Live device connections also count for
-presence (`transports`). The hub also carries the process's metrics to the connections.
+presence (`transports`). The hub also carries the process's metrics and limits to the connections.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from devicecloud.core.events import Change, Event, FieldChanged, PresenceChanged
 from devicecloud.core.ports import Bus
+from devicecloud.limits import Limits, limits_of
 from devicecloud.metrics import Metrics
 
 
@@ -35,9 +36,11 @@ class LiveConnection(Subscriber, Protocol):
 class Hub:
     """Routes bus events to the subscribers of each device; knows the live connections."""
 
-    def __init__(self, bus: Bus, metrics: Metrics | None = None) -> None:
+    def __init__(self, bus: Bus, metrics: Metrics | None = None,
+                 limits: Limits | None = None) -> None:
         self._bus = bus
         self.metrics = metrics if metrics is not None else Metrics()
+        self.limits = limits if limits is not None else limits_of(())
         self._routes: dict[str, set[Subscriber]] = {}
         self._live: dict[str, set[LiveConnection]] = {}
         self._unsubscribe = bus.subscribe(self._on_event)

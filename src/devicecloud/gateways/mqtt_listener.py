@@ -3,7 +3,9 @@
 One asyncio Protocol per connection, no task while idle, on a sans-I/O `MqttSession` (the MQTT
 rules). CONNECT must name a registered token as username and `ez{mac}ez` or `m5{mac}m5` as client
 id. A device may subscribe only to its own down topic and publish only to its own up topic
-(`DeviceAcl`). PUBACK and PUBREC are sent only once the change the message asked for is committed.
+(`DeviceAcl`). PUBACK and PUBREC are sent only once the change the message asked for is committed,
+or with the refusal answered on the down topic (a request over `device.messages`: answered, never
+dropped). A CONNECT over `ip.connects` or `ip.connections` gets CONNACK 3, then a close.
 
 A peer that reads slowly is held back, not buffered for: once its socket is full the connection
 stops reading its requests and holds its pushes (coalesced per field) until it drains. One that
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import cast
 
@@ -26,6 +28,7 @@ from devicecloud.core.service import DeviceCloud
 from devicecloud.gateways.device_session import DeviceSession
 from devicecloud.gateways.hub import Hub
 from devicecloud.gateways.outbox import Outbox, Payload
+from devicecloud.limits import source_address
 from devicecloud.protocols import ezdata, mqtt, mqtt_session
 from devicecloud.protocols.ezdata_mqtt import (
     DOWNLINK_LIMIT,
@@ -56,8 +59,8 @@ class MqttConnection(asyncio.Protocol):
     the transport once per event-loop iteration: answers settled together cost one system call,
     not one each."""
 
-    __slots__ = ("acl", "client_id", "closing", "down_head", "listener", "mqtt", "pending",
-                 "session", "stalled", "subscribed", "timer", "transport")
+    __slots__ = ("acl", "address", "client_id", "closing", "counted", "down_head", "listener",
+                 "mqtt", "pending", "session", "stalled", "subscribed", "timer", "transport")
 
     def __init__(self, listener: MqttListener) -> None:
         self.listener = listener
@@ -73,11 +76,15 @@ class MqttConnection(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.stalled: asyncio.TimerHandle | None = None  # set while the socket is full
         self.closing = False
+        self.address = ""  # the peer's, as the limits count it
+        self.counted = False  # under ip.connections
 
     # asyncio.Protocol ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        self.address = source_address(peer[0] if isinstance(peer, tuple) else "")
         self.listener.connections.add(self)
         self._arm()
 
@@ -110,8 +117,16 @@ class MqttConnection(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
         self.listener.forget(self)
+        if self.counted:
+            self.counted = False
+            self._finish(self.listener.hub.limits.ip_connections.close(self.address))
         if self.session is not None:
-            task = asyncio.ensure_future(self.session.close())
+            self._finish(self.session.close())
+
+    def _finish(self, work: Awaitable[None] | None) -> None:
+        """Let `work` finish after the connection, before the listener stops."""
+        if work is not None:
+            task = asyncio.ensure_future(work)
             self.listener.closing.add(task)
             task.add_done_callback(self.listener.closing.discard)
 
@@ -138,14 +153,18 @@ class MqttConnection(asyncio.Protocol):
                 self.subscribed = False
             self._write(mqtt.encode(mqtt.Unsuback(event.packet_id)))
         elif isinstance(event, mqtt.Connect):
-            task = asyncio.ensure_future(self._connect(event))
-            self.listener.closing.add(task)
-            task.add_done_callback(self.listener.closing.discard)
+            self._finish(self._connect(event))
         elif isinstance(event, mqtt.Disconnect):
             self.close("client disconnected", polite=True)
         # what remains is stray acknowledgements (downlinks are QoS 0): harmless
 
     async def _connect(self, packet: mqtt.Connect) -> None:
+        refused = await self._admit()
+        if refused is not None:
+            if not self.closing:
+                self._write(self.mqtt.refuse(ConnackCode.SERVER_UNAVAILABLE))
+                self.close(f"CONNACK 3: {refused}")
+            return
         code, device = await self._check(packet)
         if self.closing:
             return
@@ -170,6 +189,21 @@ class MqttConnection(asyncio.Protocol):
         self._act(held)
         await self.listener.cloud.limit_downlinks(device, DOWNLINK_LIMIT)
         await self.listener.cloud.touch(device)
+
+    async def _admit(self) -> str | None:
+        """Count this connection under `ip.connects` and `ip.connections`; the refusal if either
+        is over (the connection is then not counted)."""
+        limits = self.listener.hub.limits
+        verdict = limits.admit_now(self.address)
+        if verdict is None:
+            verdict = await limits.admit(self.address)
+        if not verdict:
+            self.counted = True
+            if self.closing:  # gone meanwhile: uncount it at once
+                self.counted = False
+                self._finish(limits.ip_connections.close(self.address))
+            return None
+        return limits.connect_refusal(verdict)[0]
 
     async def _check(self, packet: mqtt.Connect) -> tuple[int, Device | None]:
         if packet.password:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from starlette.websockets import WebSocket
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -15,7 +16,16 @@ CONTROL_BUFFER_LIMIT = 256 * 1024
 
 
 class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
-    """Answers a ping only while the peer reads what it was sent."""
+    """Answers a ping only while the peer reads what it was sent; calls `on_lost` once the
+    connection ends (the HTTP protocol it was upgraded from uncounts it from the limits)."""
+
+    on_lost: Callable[[], None] | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        lost, self.on_lost = self.on_lost, None
+        if lost is not None:
+            lost()
 
     def handle_ping(self) -> None:
         if self.transport.get_write_buffer_size() > CONTROL_BUFFER_LIMIT:

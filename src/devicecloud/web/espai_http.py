@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from devicecloud.core.errors import InvalidRequest, NotFound, Unauthorized
+from devicecloud.core.errors import InvalidRequest, NotFound, TooMany, Unauthorized
 from devicecloud.core.espai import values as v
 from devicecloud.core.espai.firmware import firmware_record
 from devicecloud.core.espai.platform import EspAi
@@ -64,6 +64,9 @@ def envelope(handler: Callable[[Request], Awaitable[Response]]
             answer = answer_for(problem)
             if answer is UNEXPECTED:
                 log.exception("%s failed", request.url.path)
+            if isinstance(problem, TooMany):  # HTTP 429, as every client's retry logic knows
+                return json_response({"success": False, "message": str(problem), "code": 429},
+                                     429, {"Retry-After": str(problem.retry_after)})
             return fail(answer.espai_text(problem), answer.espai_code)
 
     return endpoint
@@ -80,10 +83,13 @@ async def _account(request: Request) -> Account:
         key = key[7:].strip()
     if not key:
         raise Unauthorized(NO_KEY)
+    running = services(request)
     try:
-        return await services(request).accounts.by_api_key(key)
+        account = await running.accounts.by_api_key(key)
     except Unauthorized:
         raise Unauthorized(BAD_KEY) from None
+    await running.limits.account_call(account.id)
+    return account
 
 
 async def _object(request: Request) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from devicecloud.core.errors import Conflict, DeviceCloudError, InvalidRequest, NotFound, TooMany
+from devicecloud.core.errors import Conflict, DeviceCloudError, InvalidRequest, NotFound
 from devicecloud.core.models import Device, Field, HistoryEntry
 from devicecloud.core.service import (
     MAX_HISTORY_PAGE,
@@ -21,6 +20,7 @@ from devicecloud.core.service import (
     DeviceCloud,
     check_page,
 )
+from devicecloud.web.console.pages import client_address
 from devicecloud.web.errors import ezdata_refusal
 from devicecloud.web.requests import base_url, json_object
 from devicecloud.web.responses import ez_error, ez_ok, file_download
@@ -59,7 +59,14 @@ def _required(doc: Any, key: str) -> Any:
 
 
 async def _device(request: Request) -> Device:
-    return await _cloud(request).authenticate(request.path_params["token"])
+    """The device of the path's token, counted under `device.messages`."""
+    device = await _cloud(request).authenticate(request.path_params["token"])
+    await _count_message(request, device)
+    return device
+
+
+async def _count_message(request: Request, device: Device) -> None:
+    await services(request).limits.device_messages.enforce(str(device.id))
 
 
 def _history_rows(field: Field, rows: list[HistoryEntry], total: int) -> dict[str, Any]:
@@ -95,6 +102,8 @@ async def _store_upload(request: Request, device: Device | None) -> dict[str, An
     try:
         if not owner:
             owner.append(await cloud.authenticate(upload.fields.get("deviceToken")))
+        if device is None:
+            await _count_message(request, owner[0])
         name = upload.fields.get("name")
         if not isinstance(name, str) or not name.strip():
             raise InvalidRequest("name cannot be empty")
@@ -111,10 +120,7 @@ async def _store_upload(request: Request, device: Device | None) -> dict[str, An
 
 @ezdata
 async def register_mac(request: Request) -> str:
-    limit = services(request).limits["ip.register"]
-    wait = limit.wait(request.client.host if request.client else "")
-    if wait:
-        raise TooMany(limit.refusal(wait), math.ceil(wait))
+    await services(request).limits.ip_register.enforce(client_address(request))
     body = await _json_object(request)
     device = await _cloud(request).register_mac(body.get("mac"), body.get("deviceType"))
     return device.token

@@ -19,7 +19,7 @@ from devicecloud.gateways.hub import Hub
 from devicecloud.gateways.mqtt_bridge import MqttBridge
 from devicecloud.gateways.mqtt_listener import MqttListener
 from devicecloud.gateways.presence import LocalPresence
-from devicecloud.limits import Limit
+from devicecloud.limits import Limits
 
 if TYPE_CHECKING:  # the console reads its services from here
     from devicecloud.web.console import Console
@@ -36,7 +36,7 @@ class Services:
     bus: MemoryBus | RedisBus
     hub: Hub
     presence: LocalPresence
-    limits: Mapping[str, Limit]
+    limits: Limits
     console: Console
     mqtt: MqttListener | MqttBridge | None
     """The built-in MQTT listener, the bridge to an external broker, or neither."""

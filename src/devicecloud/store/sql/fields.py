@@ -18,9 +18,14 @@ from devicecloud.store.sql.base import SqlPart
 _FIELD_COLUMNS = "id, data_token, device_id, name, value, data_type, permissions, created_at, " \
                  "updated_at"
 FIELDS_PER_DEVICE = 1_000
-"""The most fields one device may hold: adding one more is refused (`Conflict`), so that no device
-makes its pages, lists and pushes unboundedly large."""
-_FULL = f"a device holds at most {FIELDS_PER_DEVICE} data fields; delete some first"
+"""The most fields one device may hold unless told otherwise (`--limit device.fields=N`): adding
+one more is refused (`Conflict`), so that no device makes its pages, lists and pushes unboundedly
+large."""
+
+
+def _full_text(most: int | None) -> str:
+    return f"limit reached: device.fields {most} (a device holds at most {most} data fields; " \
+           "delete some first)"
 _PROBES = 32  # candidate names looked up per statement when a name is taken
 _PROBE_MARKS = ", ".join(["?"] * _PROBES)
 
@@ -36,10 +41,13 @@ def _history(conn: Connection, field_id: str, value: str, data_type: str, now: i
                  "VALUES (?, ?, ?, ?)", (field_id, value, data_type, now))
 
 
-def _full(conn: Connection, device_id: int) -> bool:
-    """Whether the device holds `FIELDS_PER_DEVICE` fields (reads at most that many index rows)."""
+def _full(conn: Connection, device_id: int, most: int | None) -> bool:
+    """Whether the device holds `most` fields (reads at most that many index rows); checked in
+    the transaction that adds, so concurrent adds cannot pass it together."""
+    if most is None:
+        return False
     return conn.execute("SELECT 1 FROM fields WHERE device_id = ? ORDER BY name LIMIT 1 OFFSET ?",
-                        (device_id, FIELDS_PER_DEVICE - 1)).fetchone() is not None
+                        (device_id, most - 1)).fetchone() is not None
 
 
 def _insert_field(conn: Connection, device_id: int, name: str, value: Any, encoded: str,
@@ -63,10 +71,10 @@ def _candidates(name: str, start: int) -> list[str]:
 
 def _add_field(conn: Connection, device_id: int, name: str, value: Any, encoded: str,
                data_type: str, permissions: str, ids: tuple[str, str],
-               now: int) -> Field | None:
+               now: int, most: int | None) -> Field | None:
     """Insert under the first free name of `name`, `name(1)`, ...; None if the device is full.
     The names are looked up by the (device, name) index, 32 per statement."""
-    if _full(conn, device_id):
+    if _full(conn, device_id, most):
         return None
     start = 0
     while True:
@@ -142,13 +150,13 @@ def _modify_known(conn: Connection, changes: list[KnownChange]) -> list[Field | 
 
 def _upsert_field(conn: Connection, device_id: int, name: str, value: Any, encoded: str,
                   data_type: str, permissions: str, ids: tuple[str, str],
-                  now: int) -> tuple[Field, bool] | None:
+                  now: int, most: int | None) -> tuple[Field, bool] | None:
     """Modify the field or add it (True); None if it is new and the device is full."""
     while True:
         field = _modify_field(conn, device_id, name, value, encoded, data_type, now)
         if field is not None:
             return field, False
-        if _full(conn, device_id):
+        if _full(conn, device_id, most):
             return None
         added = _insert_field(conn, device_id, name, value, encoded, data_type, permissions,
                               ids, now)
@@ -217,11 +225,11 @@ class SqlFields(SqlPart):
 
     async def add_field(self, device_id: int, name: str, value: Any, encoded: bytes,
                         data_type: str, permissions: str, ids: tuple[str, str],
-                        now: int) -> Field:
+                        now: int, most: int | None = FIELDS_PER_DEVICE) -> Field:
         field = await self._writer.call(_add_field, device_id, name, value, encoded.decode(),
-                                        data_type, permissions, ids, now)
+                                        data_type, permissions, ids, now, most)
         if field is None:
-            raise Conflict(_FULL)
+            raise Conflict(_full_text(most))
         self._remember(field)
         return field
 
@@ -245,11 +253,11 @@ class SqlFields(SqlPart):
 
     async def upsert_field(self, device_id: int, name: str, value: Any, encoded: bytes,
                            data_type: str, permissions: str, ids: tuple[str, str],
-                           now: int) -> tuple[Field, bool]:
+                           now: int, most: int | None = FIELDS_PER_DEVICE) -> tuple[Field, bool]:
         done = await self._writer.call(_upsert_field, device_id, name, value, encoded.decode(),
-                                       data_type, permissions, ids, now)
+                                       data_type, permissions, ids, now, most)
         if done is None:
-            raise Conflict(_FULL)
+            raise Conflict(_full_text(most))
         self._remember(done[0])
         return done
 

@@ -19,7 +19,6 @@ from devicecloud.web.console.pages import (
     sentence,
 )
 from devicecloud.web.console.state import (
-    LOGINS_PER_ADDRESS,
     LOGINS_PER_EMAIL,
     LOGINS_PER_EMAIL_AND_ADDRESS,
 )
@@ -64,7 +63,9 @@ async def _password_is_right(visit: Visit, email: str, password: str,
     browser logged in to `email` before or `by_email` is off, per email."""
     console, address = visit.console, client_address(visit.request)
     pair: Check = (LOGINS_PER_EMAIL_AND_ADDRESS, f"{email} {address}")
-    checks = [pair, (LOGINS_PER_ADDRESS, address)]
+    checks = [pair]
+    if console.logins_per_address is not None:  # `--limit ip.logins`
+        checks.append((console.logins_per_address, address))
     if by_email and not console.cookies.knows(visit.request.cookies, email):
         checks.append((LOGINS_PER_EMAIL, email))
     attempt = await console.throttle.attempt(*checks)

@@ -5,7 +5,6 @@ checks and look-ups that pages share."""
 from __future__ import annotations
 
 import functools
-import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from devicecloud.core.errors import DeviceCloudError, TooLarge, Unauthorized
 from devicecloud.core.ids import is_token
 from devicecloud.core.models import Account, Device
+from devicecloud.limits import source_address
 from devicecloud.web.console import csrf
 from devicecloud.web.console.sessions import Session
 from devicecloud.web.console.state import Console
@@ -72,16 +72,7 @@ def client_address(request: Request) -> str:
     """Who is asking, as the throttles count: the peer's address (a configured proxy's
     X-Forwarded-For is already applied by the server), an IPv6 address by its /64 network,
     which one subscriber usually has whole."""
-    host = request.client.host if request.client else "unknown"
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
+    return source_address(request.client.host if request.client else "unknown")
 
 
 def secure(console: Console, connection: HTTPConnection) -> bool:
