@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
@@ -38,6 +39,7 @@ from devicecloud.limits import limits_of
 from devicecloud.metrics import SHARE_SECONDS, Figures, Metrics, SharedFigures
 from devicecloud.protocols.ezdata_mqtt import push_size
 from devicecloud.store.open import open_store
+from devicecloud.tls import Certificates
 from devicecloud.web import (
     console,
     espai_http,
@@ -47,6 +49,7 @@ from devicecloud.web import (
     openapi,
 )
 from devicecloud.web.errors import ezdata_refusal
+from devicecloud.web.redirect import HttpsPages
 from devicecloud.web.responses import ez_error, json_response
 from devicecloud.web.services import LifespanState, Services, services, started
 
@@ -131,13 +134,26 @@ async def _stop(task: asyncio.Task[None]) -> None:
 
 async def _listen(listener: MqttListener) -> None:
     """Start the built-in MQTT listener; a port that cannot be opened ends the start clearly."""
-    try:
-        await listener.start()
-    except OSError as problem:
-        reason = os.strerror(problem.errno).lower() if problem.errno else str(problem)
-        raise StartupError(f"cannot listen for MQTT on {listener.host}:{listener.port}: "
-                           f"{reason}; stop the other broker or pass --mqtt-port 0 (no built-in "
-                           "listener) or another port") from None
+    for start, what, port, flag in ((listener.start, "MQTT", listener.port, "--mqtt-port"),
+                                    (listener.start_tls, "MQTT over TLS", listener.tls_port,
+                                     "--mqtts-port")):
+        try:
+            await start()
+        except OSError as problem:
+            reason = os.strerror(problem.errno).lower() if problem.errno else str(problem)
+            raise StartupError(f"cannot listen for {what} on {listener.host}:{port}: "
+                               f"{reason}; stop the other broker or pass {flag} 0 (no built-in "
+                               "listener) or another port") from None
+
+
+def _certificates(settings: Settings) -> Certificates | None:
+    """The certificate store, if this process serves TLS: the given pair, or ACME's."""
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        return Certificates(settings.tls_cert, settings.tls_key)
+    if settings.acme_domain:
+        return Certificates(settings.tls_dir / "cert.pem", settings.tls_dir / "key.pem",
+                            missing_ok=True)
+    return None
 
 
 @asynccontextmanager
@@ -181,22 +197,27 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                                 presence, hub)
         stack.push_async_callback(pages.close)
         stack.callback(hub.close)
+        certificates = _certificates(settings)
+        if certificates is not None:
+            stack.push_async_callback(_stop, asyncio.create_task(certificates.watch()))
+        mqtts = settings.mqtts_port if certificates is not None else 0
         listener: MqttListener | MqttBridge | None = None
         if settings.mqtt_broker:
             listener = MqttBridge(cloud, hub, bus, settings.mqtt_broker,
                                   mqtt_partition(settings, presence))
             stack.push_async_callback(listener.stop)
             await listener.start()
-        elif settings.mqtt_port:
+        elif settings.mqtt_port or mqtts:
             listener = MqttListener(cloud, hub, settings.host, settings.mqtt_port,
-                                    settings.reuse_port)
+                                    settings.reuse_port,
+                                    certificates.context if certificates else None, mqtts)
             stack.push_async_callback(listener.stop)
             await _listen(listener)
         espai = EspAi(store, bus, cloud.blobs, presence, settings.espai_voice_server)
         stack.push_async_callback(_stop, asyncio.create_task(sweep_releases(cloud)))
         yield Services(settings=settings, cloud=cloud, accounts=accounts, espai=espai, bus=bus,
                        hub=hub, presence=presence, limits=limits,
-                       console=pages, mqtt=listener)
+                       console=pages, mqtt=listener, tls=certificates)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -219,4 +240,5 @@ def create_app(settings: Settings) -> Starlette:
         *console.routes(),
     ]
     return Starlette(routes=routes, lifespan=lifespan,
-                     exception_handlers={HTTPException: http_error, Exception: http_error})
+                     exception_handlers={HTTPException: http_error, Exception: http_error},
+                     middleware=[Middleware(HttpsPages, settings=settings)] if settings.tls else [])

@@ -32,9 +32,11 @@ from devicecloud.app import create_app, drain
 from devicecloud.config import Settings, StartupError
 from devicecloud.gateways.http_protocol import HeaderTimeoutProtocol
 from devicecloud.gateways.mqtt_listener import MqttListener
+from devicecloud.gateways.tls_handshake import TlsServer, bound_socket
 from devicecloud.gateways.ws_protocol import BoundedWebSocketProtocol
 from devicecloud.metrics import SHARED_DIR
 from devicecloud.store import migrate
+from devicecloud.tls import Certificates, describe
 from devicecloud.web.services import started
 
 log = logging.getLogger("devicecloud")
@@ -112,10 +114,13 @@ class GracefulServer(uvicorn.Server):
     in-flight work is answered, then exits with status 0; says when it runs out of file
     descriptors."""
 
-    def __init__(self, app: Starlette, config: uvicorn.Config, settings: Settings) -> None:
+    def __init__(self, app: Starlette, config: uvicorn.Config, settings: Settings,
+                 tls_socket: socket.socket | None = None) -> None:
         super().__init__(config)
         self.application = app
         self.settings = settings
+        self.tls_socket = tls_socket
+        self.tls_server: TlsServer | None = None
         self._deadline: threading.Timer | None = None
         self._state: Mapping[str, Any] | None = None
         self.files = FileWatch()
@@ -129,8 +134,24 @@ class GracefulServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self.lifespan.state.update(self._state or {})
         await super().startup(sockets)
+        running = started(self.lifespan.state)
+        certificates = running.tls if running is not None else None
+        https_port = 0
+        if self.started and certificates is not None:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, certificates.reload)
+            if self.tls_socket is not None:
+                https_port = self.tls_socket.getsockname()[1]
+                self.tls_server = TlsServer(self.tls_socket, certificates.context,
+                                            self._http_protocol, f"HTTPS on port {https_port}")
         if self.started and sockets:
-            announce(self.settings, sockets[0].getsockname()[1])
+            announce(self.settings, sockets[0].getsockname()[1], https_port, certificates)
+
+    def _http_protocol(self) -> asyncio.Protocol:
+        """uvicorn's HTTP protocol for one connection, as its own listener makes it (over TLS
+        it says scheme https, and wss once upgraded)."""
+        protocol: asyncio.Protocol = self.config.http_protocol_class(  # type: ignore[call-arg]
+            config=self.config, server_state=self.server_state, app_state=self.lifespan.state)
+        return protocol
 
     async def on_tick(self, counter: int) -> bool:
         if counter % 10 == 0:  # uvicorn ticks ten times a second
@@ -146,6 +167,8 @@ class GracefulServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:  # no new connections while the live ones finish
             server.close()
+        if self.tls_server is not None:
+            self.tls_server.close()
         try:
             await asyncio.wait_for(drain(self.lifespan.state),
                                    self.config.timeout_graceful_shutdown)
@@ -162,23 +185,17 @@ class GracefulServer(uvicorn.Server):
             self._deadline.start()
 
 
-def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+def listening_socket(host: str, port: int, reuse_port: bool, what: str = "HTTP",
+                     flag: str = "--http-port") -> socket.socket:
     """A bound, listening TCP socket; with `reuse_port` several processes may bind the port.
     A port that cannot be opened stops the start with the flag that changes it."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
-        sock.bind((host, port))
+        sock = bound_socket(host, port, reuse_port)
     except OSError as problem:
-        sock.close()
         reason = (problem.strerror or str(problem)).lower()
-        fix = ("stop the other server or pass --http-port another port"
+        fix = (f"stop the other server or pass {flag} another port"
                if problem.errno == errno.EADDRINUSE else "check --host (or DEVICECLOUD_HOST)")
-        raise StartupError(f"cannot listen for HTTP on {host}:{port}: {reason}; {fix}") from None
-    sock.listen(4096)
+        raise StartupError(f"cannot listen for {what} on {host}:{port}: {reason}; {fix}") from None
     sock.set_inheritable(True)
     return sock
 
@@ -198,8 +215,12 @@ def serve_one(settings: Settings) -> None:
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=settings.trusted_proxies or [])
     sockets = [listening_socket(settings.host, settings.http_port, settings.reuse_port)]
+    tls_socket = None
+    if settings.tls and settings.https_port:
+        tls_socket = listening_socket(settings.host, settings.https_port, settings.reuse_port,
+                                      "HTTPS", "--https-port")
     tune_gc()
-    GracefulServer(app, config, settings).run(sockets=sockets)
+    GracefulServer(app, config, settings, tls_socket).run(sockets=sockets)
 
 
 def _reachable(host: str) -> str:
@@ -224,18 +245,25 @@ def _loopback(url: str) -> bool:
         return host.endswith(".localhost")
 
 
-def announce(settings: Settings, http_port: int) -> None:
+def announce(settings: Settings, http_port: int, https_port: int = 0,
+             certificates: Certificates | None = None) -> None:
     """Say where the console is and what address devices need, once the service listens."""
     host = _reachable(settings.host)
     base = settings.public_url or f"http://{host}:{http_port}"
+    pages = base if settings.public_url or not https_port else f"https://{host}:{https_port}"
     if settings.mqtt_broker:
         mqtt = "MQTT through the broker"
     elif settings.mqtt_port:
         mqtt = f"MQTT {host}:{settings.mqtt_port}"
     else:
         mqtt = "MQTT off"
-    log.info("console: %s/console", base)
+    log.info("console: %s/console", pages)
     log.info("devices: HTTP/WebSocket %s, %s", base, mqtt)
+    if certificates is not None:
+        mqtts = settings.mqtts_port if not settings.mqtt_broker else 0
+        log.info("TLS (%s): HTTPS/WSS %s, MQTT over TLS %s", describe(certificates),
+                 f"https://{host}:{https_port}" if https_port else "off",
+                 f"{host}:{mqtts}" if mqtts else "off")
     if settings.public_url and _loopback(settings.public_url):
         log.warning("--public-url %s is a loopback address: links and QR codes handed out "
                     "work on this machine only", settings.public_url)
@@ -288,6 +316,8 @@ def serve_workers(settings: Settings, argv: list[str]) -> int:
     dies is started again; SIGINT or SIGTERM stops them all gracefully. The workers share a
     metrics directory, so that each reports the whole server."""
     migrate.upgrade(settings.database)  # once, before the workers race for it
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        Certificates(settings.tls_cert, settings.tls_key)  # a bad pair stops here, not each worker
     metrics = tempfile.mkdtemp(prefix="devicecloud-metrics-")
     env = {**os.environ, "DEVICECLOUD_WORKERS": "1", "DEVICECLOUD_REUSE_PORT": "true",
            SHARED_DIR: metrics}
@@ -304,9 +334,15 @@ def serve_workers(settings: Settings, argv: list[str]) -> int:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
 
+    def reload(signum: int, frame: FrameType | None) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGHUP)
+
     children = [subprocess.Popen(command, env=env) for _ in range(settings.workers)]
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)  # the workers reload their certificates
     log.info("started %d workers", settings.workers)
     while True:
         for index, child in enumerate(children):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import cast
@@ -28,6 +29,7 @@ from devicecloud.core.service import DeviceCloud
 from devicecloud.gateways.device_session import DeviceSession
 from devicecloud.gateways.hub import Hub
 from devicecloud.gateways.outbox import Outbox, Payload
+from devicecloud.gateways.tls_handshake import TlsServer, bound_socket
 from devicecloud.limits import source_address
 from devicecloud.protocols import ezdata, mqtt, mqtt_session
 from devicecloud.protocols.ezdata_mqtt import (
@@ -315,8 +317,11 @@ class MqttListener:
     """Accepts device connections on one TCP port."""
 
     def __init__(self, cloud: DeviceCloud, hub: Hub, host: str, port: int,
-                 reuse_port: bool = False) -> None:
+                 reuse_port: bool = False, tls: ssl.SSLContext | None = None,
+                 tls_port: int = 0) -> None:
         self.cloud = cloud
+        self.tls = tls
+        self.tls_port = tls_port
         self.reuse_port = reuse_port
         self.hub = hub
         self.host = host
@@ -326,17 +331,32 @@ class MqttListener:
         self._by_client_id: dict[str, MqttConnection] = {}
         self._unsubscribe = cloud.bus.subscribe(self._claimed)
         self._server: asyncio.Server | None = None
+        self._tls_server: TlsServer | None = None
 
     async def start(self) -> None:
+        """Listen on `port` (0: not at all)."""
+        if not self.port:
+            return
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: MqttConnection(self), self.host,
                                                 self.port, backlog=4096, reuse_address=True,
                                                 reuse_port=self.reuse_port or None)
         log.info("MQTT listener on %s:%d", self.host, self.port)
 
+    async def start_tls(self) -> None:
+        """Listen for MQTT over TLS on `tls_port` with the `tls` context, if both are given."""
+        if self.tls is None or not self.tls_port:
+            return
+        sock = bound_socket(self.host, self.tls_port, self.reuse_port)
+        self._tls_server = TlsServer(sock, self.tls, lambda: MqttConnection(self),
+                                     f"MQTT over TLS on port {self.tls_port}", CONNECT_TIMEOUT)
+        log.info("MQTT over TLS listener on %s:%d", self.host, self.tls_port)
+
     async def stop_accepting(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self._tls_server is not None:
+            self._tls_server.close()
 
     async def stop(self) -> None:
         """Stop accepting, close every connection, and let their sessions finish."""

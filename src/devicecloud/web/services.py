@@ -20,6 +20,7 @@ from devicecloud.gateways.mqtt_bridge import MqttBridge
 from devicecloud.gateways.mqtt_listener import MqttListener
 from devicecloud.gateways.presence import LocalPresence
 from devicecloud.limits import Limits
+from devicecloud.tls import Certificates
 
 if TYPE_CHECKING:  # the console reads its services from here
     from devicecloud.web.console import Console
@@ -40,6 +41,8 @@ class Services:
     console: Console
     mqtt: MqttListener | MqttBridge | None
     """The built-in MQTT listener, the bridge to an external broker, or neither."""
+    tls: Certificates | None = None
+    """The certificate store of this process's TLS listeners, when it serves TLS itself."""
 
 
 class LifespanState(TypedDict):
