@@ -19,6 +19,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from devicecloud import __version__
+from devicecloud.acme import Renewal
 from devicecloud.blobs.disk import DiskBlobs
 from devicecloud.bus.memory import MemoryBus
 from devicecloud.bus.redis import RedisBus
@@ -41,6 +42,7 @@ from devicecloud.protocols.ezdata_mqtt import push_size
 from devicecloud.store.open import open_store
 from devicecloud.tls import Certificates
 from devicecloud.web import (
+    acme_http,
     console,
     espai_http,
     ezdata_http,
@@ -215,6 +217,9 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             await _listen(listener)
         espai = EspAi(store, bus, cloud.blobs, presence, settings.espai_voice_server)
         stack.push_async_callback(_stop, asyncio.create_task(sweep_releases(cloud)))
+        if settings.acme_domain and certificates is not None:
+            renewal = Renewal(settings, certificates)
+            stack.push_async_callback(_stop, asyncio.create_task(renewal.run()))
         yield Services(settings=settings, cloud=cloud, accounts=accounts, espai=espai, bus=bus,
                        hub=hub, presence=presence, limits=limits,
                        console=pages, mqtt=listener, tls=certificates)
@@ -238,6 +243,7 @@ def create_app(settings: Settings) -> Starlette:
         *openapi.routes(espai_http.OPERATIONS),
         *mqtt_auth_http.routes(settings),
         *console.routes(),
+        *(acme_http.routes() if settings.acme_domain else []),
     ]
     return Starlette(routes=routes, lifespan=lifespan,
                      exception_handlers={HTTPException: http_error, Exception: http_error},
