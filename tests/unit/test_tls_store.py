@@ -91,3 +91,23 @@ async def test_a_half_finished_handshake_times_out_with_one_line(
     await server.wait_closed()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+async def test_no_pair_yet_refuses_handshakes_until_one_is_loaded(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    certificates = Certificates(tmp_path / "cert.pem", tmp_path / "key.pem", missing_ok=True)
+    listening = bound_socket("127.0.0.1", 0, False)
+    port = listening.getsockname()[1]
+    server = TlsServer(listening, certificates.context, Echo, "test")
+    caplog.set_level(logging.WARNING, "devicecloud.tls")
+    files = TlsFiles(tmp_path)
+    for _ in range(2):
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            await echoed(port, files.client(), "localhost")
+    refusals = [r.getMessage() for r in caplog.records if "no certificate" in r.getMessage()]
+    assert refusals[0] == f"TLS handshake refused: no certificate in {tmp_path} yet"
+    assert len(refusals) == 2 and "no certificate to present yet" in refusals[1]  # once each
+    assert certificates.reload()
+    assert await echoed(port, files.client(), "localhost") == b"HELLO"
+    server.close()
+    await server.wait_closed()

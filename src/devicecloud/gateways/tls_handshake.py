@@ -26,22 +26,26 @@ FAILURE_LOG_INTERVAL = 60.0  # seconds between two lines for the same kind of fa
 ACCEPT_BATCH = 100  # connections accepted in one go
 ACCEPT_PAUSE = 0.1  # seconds accepting waits when the process is out of file descriptors
 
+CLOSED = ("the client closed the connection during the handshake (one that does not trust the "
+          "certificate does so: give it the CA file)")
+PLAIN = "not TLS: plain text sent to the TLS port (a client without TLS?)"
+OLD = "the client offers only TLS 1.0 or 1.1 (TLS 1.2 or newer needed)"
 # OpenSSL's reasons, in words an operator can act on.
 _REASONS = {
     "HTTP_REQUEST": "not TLS: plain HTTP sent to the TLS port (use https://)",
-    "WRONG_VERSION_NUMBER": "not TLS: plain text sent to the TLS port (a client without TLS?)",
-    "UNKNOWN_PROTOCOL": "not TLS: plain text sent to the TLS port (a client without TLS?)",
-    "RECORD_LAYER_FAILURE": "not TLS: plain text sent to the TLS port (a client without TLS?)",
-    "PACKET_LENGTH_TOO_LONG": "not TLS: plain text sent to the TLS port (a client without TLS?)",
-    "UNSUPPORTED_PROTOCOL": "the client offers only TLS 1.0 or 1.1 (TLS 1.2 or newer needed)",
-    "NO_PROTOCOLS_AVAILABLE": "the client offers only TLS 1.0 or 1.1 (TLS 1.2 or newer needed)",
+    "WRONG_VERSION_NUMBER": PLAIN,
+    "UNKNOWN_PROTOCOL": PLAIN,
+    "RECORD_LAYER_FAILURE": PLAIN,
+    "PACKET_LENGTH_TOO_LONG": PLAIN,
+    "UNSUPPORTED_PROTOCOL": OLD,
+    "NO_PROTOCOLS_AVAILABLE": OLD,
     "NO_SHARED_CIPHER": "no cipher in common with the client",
     "TLSV1_ALERT_UNKNOWN_CA": "the client does not trust the certificate (give it the CA file)",
     "SSLV3_ALERT_BAD_CERTIFICATE": "the client refused the certificate (wrong name or CA?)",
     "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "the client refused the certificate (wrong name or CA?)",
     "SSLV3_ALERT_CERTIFICATE_EXPIRED": "the client says the certificate has expired",
     "CALLBACK_FAILED": "no certificate to present yet",
-    "UNEXPECTED_EOF_WHILE_READING": "the client closed the connection during the handshake",
+    "UNEXPECTED_EOF_WHILE_READING": CLOSED,
 }
 
 
@@ -52,7 +56,7 @@ def handshake_problem(problem: BaseException, timeout: float = HANDSHAKE_TIMEOUT
         return _REASONS.get(reason, f"TLS error {reason or problem}")
     if isinstance(problem, ConnectionAbortedError | TimeoutError):
         return f"the handshake was not finished within {timeout:g} s"
-    return "the client closed the connection during the handshake"
+    return CLOSED
 
 
 class FailureLog:
