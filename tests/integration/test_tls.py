@@ -25,7 +25,8 @@ from support.clients import WsDevice
 from support.console_client import PASSWORD, ConsoleUser
 from support.mqtt_clients import RawMqtt, client_id
 from support.polling import eventually
-from support.server import random_mac
+from support.server import CLUSTER_POSTGRES, postgres_database, postgres_problem, random_mac
+from support.services import PrivateRedis
 from support.tls import NAMES, TlsFiles, TlsServer, der, presented
 
 from devicecloud.protocols import mqtt
@@ -364,3 +365,28 @@ def test_a_bad_pair_at_the_start_is_one_line(tmp_path: Path) -> None:
     assert instance.server.stop() == 2
     assert (f"cannot use the TLS certificate: the key {files.key} does not match the certificate "
             f"{files.cert}; check --tls-cert and --tls-key") in instance.server.log()
+
+
+@pytest.mark.skipif(bool(postgres_problem()) and os.environ.get("CI") != "true",
+                    reason=postgres_problem() or "-")
+def test_the_supervisor_passes_sighup_to_every_worker(tmp_path: Path) -> None:
+    redis = PrivateRedis(tmp_path)
+    redis.start()
+    data = tmp_path / "data"
+    instance = TlsServer.make(data, TlsFiles(tmp_path / "certs"), "--bus-url", redis.url,
+                              "--workers", "2", "--log-level", "info")
+    instance.server.env = {"DEVICECLOUD_DATABASE_URL": postgres_database(data, CLUSTER_POSTGRES)}
+    try:
+        instance.start()
+        eventually(lambda: instance.server.log().count("devicecloud: TLS (") == 2,
+                   "both workers listening")
+        assert instance.server.process is not None
+        instance.server.process.send_signal(signal.SIGHUP)  # the files are unchanged: no watch
+        eventually(lambda: instance.server.log().count("TLS certificate loaded from") == 2,
+                   "a reload in each worker")
+        assert "exited" not in instance.server.log()
+        assert httpx.get(f"{instance.https_url}/healthz",
+                         verify=instance.files.client()).status_code == 200
+    finally:
+        assert instance.server.stop() == 0, instance.server.log()[-3000:]
+        redis.stop()
