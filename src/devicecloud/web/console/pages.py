@@ -29,6 +29,7 @@ from devicecloud.web.uploads import read_form
 
 HOME = "/console/devices"
 LOGIN = "/console/login"
+ESPAI_DEVICE_TYPE = "esp-ai"  # the type of a device the ESP-AI firmware added (/devices/add)
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; script-src 'self'; "
                                "style-src 'self'; connect-src 'self'; object-src 'none'; "
@@ -127,6 +128,8 @@ class Visit:
     session: Session
     account: Account | None
     form: FormData | None = None
+    uses_espai: bool = False
+    """Whether the account uses ESP-AI: the navigation shows the Agents page only then."""
 
     @property
     def me(self) -> Account:
@@ -155,8 +158,8 @@ class Visit:
         csrf_field = Markup('<input type="hidden" name="{}" value="{}">').format(
             csrf.FIELD, self.session.csrf)
         html = self.console.templates.get_template(template).render(
-            account=self.account, csrf_field=csrf_field, flash=flash,
-            flash_is_error=flash_is_error, **values)
+            account=self.account, uses_espai=self.uses_espai, csrf_field=csrf_field,
+            flash=flash, flash_is_error=flash_is_error, **values)
         return HTMLResponse(html, http_status)
 
     def go(self, url: str, message: str = "", error: bool = False) -> Response:
@@ -182,6 +185,14 @@ class Visit:
         return await owned_device(self.console, self.account, token)
 
 
+async def uses_espai(request: Request, account: Account) -> bool:
+    """Whether the account has an agent or a device the ESP-AI firmware bound."""
+    if await services(request).espai.agents.of(account):
+        return True
+    devices = await services(request).cloud.store.devices_of(account.id)
+    return any(device.device_type == ESPAI_DEVICE_TYPE for device in devices)
+
+
 Page = Callable[[Visit], Awaitable[Response]]
 
 
@@ -197,7 +208,8 @@ def page(login: bool = True) -> Callable[[Page], Callable[[Request], Awaitable[R
             account = await logged_in(console, session)
             if account is None and session.account_id is not None:
                 session.log_out()
-            visit = Visit(request, console, session, account)
+            visit = Visit(request, console, session, account,
+                          uses_espai=account is not None and await uses_espai(request, account))
             try:
                 response = await _answer(visit, handler, login)
             finally:
