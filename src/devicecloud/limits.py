@@ -214,8 +214,8 @@ class _Refusals:
             if len(self._logged) >= MAX_KEYS:
                 return
         self._logged[key] = now
-        log.info("%s %s refused: %s (further refusals of it unlogged for %g s)",
-                 self._subject, key or "-", why, LOG_EVERY)
+        log.warning("%s %s refused: %s (further refusals of it unlogged for %g s)",
+                    self._subject, key or "-", why, LOG_EVERY)
 
 
 class _Lease:
