@@ -1,9 +1,10 @@
 """`/docs` in a real browser (headless Chromium through Playwright): Swagger UI, served by the
 server itself, renders the OpenAPI document, lists every operation of the EzData and ESP-AI APIs,
-and opens one; nothing is fetched from anywhere else."""
+and opens one, whose example request runs; nothing is fetched from anywhere else."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import httpx
@@ -18,7 +19,7 @@ _SHOWN = """() => [...document.querySelectorAll('.opblock')].map(block =>
   block.querySelector('.opblock-summary-path').getAttribute('data-path'))"""
 
 
-async def test_swagger_ui_lists_every_operation_and_opens_one(
+async def test_swagger_ui_lists_every_operation_and_runs_one(
         server: Server, browser: Browser) -> None:
     spec = httpx.get(f"{server.url}/openapi.json").json()
     documented = sorted(f"{method.upper()} {path}" for path, methods in spec["paths"].items()
@@ -54,8 +55,13 @@ async def test_swagger_ui_lists_every_operation_and_opens_one(
     body = register.locator(".opblock-body")
     await body.wait_for(timeout=5000)
     assert "Request body" in (await body.text_content() or "")
-    assert "TokenAnswer" in (await body.text_content() or "") or await body.locator(
-        ".response").count() > 0
+    await body.get_by_role("button", name="Try it out").click()
+    await body.get_by_role("button", name="Execute").click()  # the example body, for real
+    answer = body.locator(".live-responses-table .response")
+    await answer.wait_for(timeout=5000)
+    assert (await answer.locator(".response-col_status").text_content() or "").strip() == "200"
+    assert re.search(r'"data": "[0-9a-f]{32}"', await answer.locator("pre").first.text_content()
+                     or "")
     assert not errors, errors
     assert not elsewhere, elsewhere
     await context.close()
