@@ -5,7 +5,8 @@ The database is copied first, in one step: on SQLite by its online backup API (o
 transaction, which WAL lets writes run beside), on PostgreSQL by `pg_dump` (one snapshot). So the
 copy holds every change acknowledged before the backup began. The files are added after it: a file
 stored meanwhile may be in the archive without a field naming it, never the reverse, since files
-are stored before the change that names them commits, and removed only after it.
+are stored before the change that names them commits, and a file deleted meanwhile is kept for
+the backup (`blobs.disk.hold_deletions`).
 
 Layout of the archive:
 
@@ -17,6 +18,7 @@ Layout of the archive:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -27,14 +29,14 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import create_engine, inspect, text
 
 from devicecloud import __version__
-from devicecloud.blobs.disk import INCOMING
+from devicecloud.blobs.disk import hold_deletions, stored_blobs
 from devicecloud.config import Settings, StartupError
 from devicecloud.store import migrate
 from devicecloud.store.url import Database
@@ -131,18 +133,6 @@ def _copy_database(database: Database, folder: Path, say: Say) -> str:
     return member
 
 
-def _stored_files(root: Path) -> Iterator[Path]:
-    """The stored files under `root`, not the uploads still arriving."""
-    if not root.is_dir():
-        return
-    for folder in sorted(root.iterdir()):
-        if folder.name == INCOMING or not folder.is_dir():
-            continue
-        for path in sorted(folder.iterdir()):
-            if path.is_file() and not path.name.endswith(".part"):
-                yield path
-
-
 def backup(settings: Settings, destination: Path, say: Say = _stderr) -> Summary:
     """Write a backup of the data `settings` name to `destination` (a `.tar.gz`), which appears
     whole or not at all."""
@@ -156,7 +146,7 @@ def backup(settings: Settings, destination: Path, say: Say = _stderr) -> Summary
     draft = destination.with_name(f".{destination.name}.part")
     count = 0
     with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".devicecloud-backup-") \
-            as work:
+            as work, hold_deletions(settings.files_dir) as held:
         member = _copy_database(database, Path(work), say)
         manifest = {"format": FORMAT, "version": __version__, "engine": database.engine,
                     "schema": revision, "created_at": int(time.time() * 1000)}
@@ -165,15 +155,18 @@ def backup(settings: Settings, destination: Path, say: Say = _stderr) -> Summary
                 _add_bytes(archive, MANIFEST, json.dumps(manifest, indent=1).encode())
                 archive.add(Path(work) / Path(member).name, member)
                 shown = time.monotonic()
-                files = list(_stored_files(settings.files_dir))
+                files = list(stored_blobs(settings.files_dir))
                 for count, path in enumerate(files, 1):
-                    try:
-                        archive.add(path, f"files/{path.parent.name}/{path.name}")
-                    except FileNotFoundError:  # removed since it was listed: not needed
-                        continue
+                    kept = path if path.exists() else held / path.name  # deleted meanwhile
+                    with contextlib.suppress(FileNotFoundError):  # gone before the copy
+                        archive.add(kept, f"files/{path.parent.name}/{path.name}")
                     if time.monotonic() - shown >= PROGRESS_SECONDS:
                         shown = time.monotonic()
                         say(f"backup: files {count}/{len(files)}")
+                listed = {path.name for path in files}
+                for path in sorted(held.iterdir()):  # deleted before they were listed
+                    if path.name not in listed:
+                        archive.add(path, f"files/{path.name[:2]}/{path.name}")
                 if settings.secret_path.is_file():
                     archive.add(settings.secret_path, "secret.key")
             with open(draft, "rb") as written:
@@ -208,7 +201,7 @@ def _empty(settings: Settings) -> str:
     database = settings.database
     if database.engine == "sqlite" and database.sqlite_path.exists():
         return str(database.sqlite_path)
-    if settings.files_dir.is_dir() and any(_stored_files(settings.files_dir)):
+    if settings.files_dir.is_dir() and any(stored_blobs(settings.files_dir)):
         return str(settings.files_dir)
     if settings.secret_path.exists():
         return str(settings.secret_path)

@@ -4,6 +4,11 @@ A blob is first written to a `.part` file that its writer holds locked (`flock`)
 blob by an atomic rename. A `.part` is removed when its write fails, and at start every `.part`
 no process holds (left by a crash) is removed, so a failed write never keeps the disk full. A full
 disk is `StorageFull`, logged once until a write succeeds again.
+
+A backup copies the database, then the blobs. So that a blob the copied database still names
+cannot be deleted before it is copied, a backup first makes a hold folder (`hold_deletions`):
+while one exists, a deleted blob is first linked into it. A deletion follows the commit that
+forgets the blob, so a blob removed before the hold existed is not named by the copy.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import fcntl
 import logging
 import os
 import secrets
-from collections.abc import Collection
+import shutil
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,6 +30,7 @@ from devicecloud.core.errors import StorageFull
 log = logging.getLogger(__name__)
 _FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 INCOMING = ".incoming"  # uploads being received (never a blob folder: those are two hex digits)
+HOLD = ".held-"  # a backup's hold folder is named this and its process id
 
 
 class DiskBlobs:
@@ -75,9 +82,12 @@ class DiskBlobs:
         if file_ids:
             await asyncio.to_thread(self._delete, [self.path(i) for i in file_ids])
 
-    @staticmethod
-    def _delete(paths: list[Path]) -> None:
+    def _delete(self, paths: list[Path]) -> None:
+        holds = [folder for folder in self.root.iterdir() if folder.name.startswith(HOLD)]
         for path in paths:
+            for hold in holds:
+                with contextlib.suppress(FileNotFoundError, FileExistsError):
+                    os.link(path, hold / path.name)
             path.unlink(missing_ok=True)
 
     def local_path(self, file_id: str) -> str | None:
@@ -140,6 +150,31 @@ class DiskSpool:
                 self.path.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self.out.close()  # a failed flush of a full disk must not hide the first error
+
+
+@contextlib.contextmanager
+def hold_deletions(root: Path) -> Iterator[Path]:
+    """While the block runs, blobs deleted under `root` (by any process) are kept in the folder
+    it yields; it is removed afterwards."""
+    hold = root / f"{HOLD}{os.getpid()}"
+    shutil.rmtree(hold, ignore_errors=True)
+    hold.mkdir(parents=True)
+    try:
+        yield hold
+    finally:
+        shutil.rmtree(hold, ignore_errors=True)
+
+
+def stored_blobs(root: Path) -> Iterator[Path]:
+    """Every blob under `root`, not the uploads still arriving nor the hold folders."""
+    if not root.is_dir():
+        return
+    for folder in sorted(root.iterdir()):
+        if folder.name.startswith(".") or not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and not path.name.endswith(".part"):
+                yield path
 
 
 def remove_orphan_parts(root: Path) -> int:
