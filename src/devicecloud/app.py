@@ -182,9 +182,6 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         metrics = Metrics()
         store.writer.on_commit = metrics.committed
         hub = Hub(bus, metrics, limits)
-        metrics.watch(Figures(hub.counts, lambda: {n: lim.refused for n, lim in limits.items()},
-                              lambda: store.writer.up,
-                              lambda: not isinstance(bus, RedisBus) or bus.connected))
         if metrics.shared is not None:
             stack.push_async_callback(_stop, asyncio.create_task(share_metrics(metrics.shared)))
         resync = Resync(cloud, hub)
@@ -200,6 +197,10 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         stack.push_async_callback(pages.close)
         stack.callback(hub.close)
         certificates = _certificates(settings)
+        metrics.watch(Figures(hub.counts, lambda: {n: lim.refused for n, lim in limits.items()},
+                              lambda: store.writer.up,
+                              lambda: not isinstance(bus, RedisBus) or bus.connected,
+                              lambda: certificates.expires_at if certificates else None))
         if certificates is not None:
             stack.push_async_callback(_stop, asyncio.create_task(certificates.watch()))
         mqtts = settings.mqtts_port if certificates is not None else 0

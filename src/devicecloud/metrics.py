@@ -43,6 +43,7 @@ CONNECTIONS = "Live device connections."
 REFUSED = "Requests refused by a limit."
 DATABASE_UP = "1 if the last write transaction committed, else 0."
 BUS_UP = "1 if the event bus is connected, else 0."
+TLS_EXPIRY = "When the certificate in use ends (unix seconds); absent without TLS."
 
 
 class Tally:
@@ -102,13 +103,15 @@ class Tallies(Collector):
 
 class Figures(Collector):
     """What is read at scrape time: `connections()` (live device connections by transport),
-    `refusals()` (refusals by limit), `database_up()` and `bus_up()`."""
+    `refusals()` (refusals by limit), `database_up()`, `bus_up()` and `tls_expiry()` (when the
+    certificate in use ends, or None)."""
 
     def __init__(self, connections: Callable[[], Mapping[str, int]],
                  refusals: Callable[[], Mapping[str, int]], database_up: Callable[[], bool],
-                 bus_up: Callable[[], bool]) -> None:
+                 bus_up: Callable[[], bool],
+                 tls_expiry: Callable[[], float | None] = lambda: None) -> None:
         self.connections, self.refusals = connections, refusals
-        self.database_up, self.bus_up = database_up, bus_up
+        self.database_up, self.bus_up, self.tls_expiry = database_up, bus_up, tls_expiry
 
     def collect(self) -> Iterator[Metric]:
         live = GaugeMetricFamily("devicecloud_connections", CONNECTIONS, labels=["transport"])
@@ -122,6 +125,10 @@ class Figures(Collector):
         yield GaugeMetricFamily("devicecloud_database_up", DATABASE_UP,
                                 value=int(self.database_up()))
         yield GaugeMetricFamily("devicecloud_bus_up", BUS_UP, value=int(self.bus_up()))
+        expiry = self.tls_expiry()
+        if expiry is not None:
+            yield GaugeMetricFamily("devicecloud_tls_certificate_expiry_timestamp_seconds",
+                                    TLS_EXPIRY, value=expiry)
 
 
 class SharedFigures:
@@ -140,6 +147,8 @@ class SharedFigures:
                                   multiprocess_mode="livemin", registry=registry)
         self._bus_up = Gauge("devicecloud_bus_up", BUS_UP, multiprocess_mode="livemin",
                              registry=registry)
+        self._tls_expiry: Gauge | None = None  # made once there is a certificate
+        self._registry = registry
         self._transports: set[str] = set()
         self._counted: dict[str, int] = {}
         self._requests_counted: dict[tuple[str, str, str], int] = {}
@@ -155,6 +164,13 @@ class SharedFigures:
             self._counted[name] = refused
         self._database_up.set(int(self._figures.database_up()))
         self._bus_up.set(int(self._figures.bus_up()))
+        expiry = self._figures.tls_expiry()
+        if expiry is not None:
+            if self._tls_expiry is None:  # the soonest end among the workers
+                self._tls_expiry = Gauge("devicecloud_tls_certificate_expiry_timestamp_seconds",
+                                         TLS_EXPIRY, multiprocess_mode="livemin",
+                                         registry=self._registry)
+            self._tls_expiry.set(expiry)
         for labels, count in self._tallies.request_counts():
             self._requests.labels(*labels).inc(count - self._requests_counted.get(labels, 0))
             self._requests_counted[labels] = count

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 from support.clients import WsDevice
 from support.mqtt_clients import PahoDevice
@@ -24,6 +27,7 @@ from support.server import (
     random_mac,
 )
 from support.services import PrivateRedis
+from support.tls import NAMES, TlsFiles, TlsServer
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -241,3 +245,25 @@ async def test_any_worker_reports_the_whole_server(tmp_path: Path) -> None:
     finally:
         assert server.stop() == 0, server.log()[-3000:]
         redis.stop()
+
+
+def test_the_certificate_expiry_follows_a_reload(tmp_path: Path) -> None:
+    files = TlsFiles(tmp_path / "tls")
+    tls = TlsServer.make(tmp_path / "data", files).start()
+    try:
+        ends = x509.load_pem_x509_certificate(files.pem).not_valid_after_utc.timestamp()
+        expiry = "devicecloud_tls_certificate_expiry_timestamp_seconds"
+        assert value(scrape(tls.server), expiry) == ends
+        sooner = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=10)
+        files.install(files.ca.issue_cert(*NAMES, not_after=sooner))
+        assert tls.server.process is not None
+        tls.server.process.send_signal(signal.SIGHUP)
+        eventually(lambda: value(scrape(tls.server), expiry) == int(sooner.timestamp()),
+                   "the new certificate's end", timeout=10)
+    finally:
+        assert tls.server.stop() == 0
+
+
+def test_without_tls_there_is_no_certificate_expiry(server: Server) -> None:
+    assert not any(name == "devicecloud_tls_certificate_expiry_timestamp_seconds"
+                   for name, _ in scrape(server))
