@@ -2,8 +2,9 @@
 device connections and holds them, pinging at the keepalive, until told to close.
 
 Stdin: one JSON line `{"host", "port", "keepalive", "sources", "concurrency", "devices":
-[[mac, token], ...]}`, later `close`. Stdout: `progress <connected> <failed>` lines, `ready
-<connected> <failed> <first error>` once every attempt ended, `closed` at the end.
+[[mac, token], ...]}` (and `"ca_file"`: over TLS, trusting that CA), later `close`. Stdout:
+`progress <connected> <failed>` lines, `ready <connected> <failed> <first error>` once every
+attempt ended, `closed` at the end.
 A process may hold 20,000 open files: the scenario spreads its connections over several.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import ssl
 import sys
 from typing import Any
 
@@ -25,6 +27,7 @@ async def hold(job: dict[str, Any]) -> None:
     first_error = ""
     sources = itertools.cycle(job["sources"])
     gate = asyncio.Semaphore(job["concurrency"])
+    tls = ssl.create_default_context(cafile=job["ca_file"]) if job.get("ca_file") else None
 
     async def one(mac: str, token: str) -> None:
         nonlocal failed, first_error
@@ -32,7 +35,7 @@ async def hold(job: dict[str, Any]) -> None:
             try:
                 clients.append(await connect_device(job["host"], job["port"], mac, token,
                                                     keepalive=job["keepalive"],
-                                                    source=next(sources)))
+                                                    source=next(sources), tls=tls))
             except (OSError, TimeoutError, ConnectionError) as problem:
                 failed += 1
                 first_error = first_error or repr(problem)[:200]

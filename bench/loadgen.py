@@ -120,7 +120,8 @@ async def run_once(scenario: Scenario, params: Params, *, url: str | None,
     pending: list[asyncio.Task[None]] = []
     try:
         async with server_under_test(url, pid=server_pid,
-                                     args=(*scenario.server_args, *server_args)) as target:
+                                     args=(*scenario.server_args, *server_args),
+                                     tls=bool(params.get("tls"))) as target:
             cpu = CpuWindow(target.pid)
 
             def window_opened(seconds: float) -> None:

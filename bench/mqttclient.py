@@ -8,6 +8,7 @@ As a device (`send`, `recv`, `on_message`) it speaks EzData on `$ezdata/{token}/
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 from typing import cast
 
@@ -162,20 +163,23 @@ class MqttClient(Inbox, asyncio.Protocol):
 
 async def connect(host: str, port: int, client_id: str, username: str | None, *,
                   subscribe: str, up: str = "", keepalive: int = 60,
-                  source: str | None = None, timeout: float = 10.0) -> MqttClient:
-    """Connect from `source`, subscribe to `subscribe` (QoS 0) and wait until both are
-    accepted."""
+                  source: str | None = None, timeout: float = 10.0,
+                  tls: ssl.SSLContext | None = None) -> MqttClient:
+    """Connect from `source` (over TLS with `tls`), subscribe to `subscribe` (QoS 0) and wait
+    until both are accepted."""
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(timeout):
         sock = await open_socket(host, port, source)
         _, client = await loop.create_connection(
-            lambda: MqttClient(client_id, username, keepalive, subscribe, up), sock=sock)
+            lambda: MqttClient(client_id, username, keepalive, subscribe, up), sock=sock,
+            ssl=tls, server_hostname=host if tls is not None else None)
         await client.ready
     return client
 
 
 async def connect_device(host: str, port: int, mac: str, token: str, *, keepalive: int = 60,
-                         source: str | None = None) -> MqttClient:
+                         source: str | None = None,
+                         tls: ssl.SSLContext | None = None) -> MqttClient:
     """An EzData device: client id `ez{mac}ez`, username = token, its own topics."""
     return await connect(host, port, f"ez{mac}ez", token, subscribe=f"$ezdata/{token}/down",
-                         up=f"$ezdata/{token}/up", keepalive=keepalive, source=source)
+                         up=f"$ezdata/{token}/up", keepalive=keepalive, source=source, tls=tls)

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,14 @@ class Target:
     managed: bool = False
     exit_code: int | None = None
     data_dir: Path | None = None  # its database and files, when we started it
+    mqtts_port: int | None = None  # MQTT over TLS, when we started it with TLS
+    ca_file: Path | None = None  # the CA its certificate is from
+
+    def tls_client(self) -> ssl.SSLContext:
+        """A client context that trusts the server's certificate (TLS 1.2 and newer)."""
+        if self.ca_file is None:
+            raise SystemExit("--tls needs a server the benchmark starts itself (no --url)")
+        return ssl.create_default_context(cafile=str(self.ca_file))
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -46,7 +55,7 @@ class Target:
 class ManagedServer:
     """`python -m devicecloud serve` on a free loopback port with a temporary data dir."""
 
-    def __init__(self, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, extra_args: tuple[str, ...] = (), tls: bool = False) -> None:
         self.port = free_port()
         self.mqtt_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -55,6 +64,24 @@ class ManagedServer:
         self.log_path = self.dir / "server.log"
         self.extra_args = extra_args
         self.process: subprocess.Popen[bytes] | None = None
+        self.mqtts_port: int | None = None
+        self.ca_file: Path | None = None
+        if tls:
+            self.extra_args += self._tls_args()
+
+    def _tls_args(self) -> tuple[str, ...]:
+        """A certificate for 127.0.0.1 from a throwaway CA; HTTPS and MQTT over TLS ports."""
+        import trustme
+
+        ca = trustme.CA()
+        leaf = ca.issue_cert("127.0.0.1", "localhost")
+        self.ca_file = self.dir / "ca.pem"
+        ca.cert_pem.write_to_path(str(self.ca_file))
+        leaf.cert_chain_pems[0].write_to_path(str(self.dir / "cert.pem"))
+        leaf.private_key_pem.write_to_path(str(self.dir / "key.pem"))
+        self.mqtts_port = free_port()
+        return ("--tls-cert", str(self.dir / "cert.pem"), "--tls-key", str(self.dir / "key.pem"),
+                "--https-port", str(free_port()), "--mqtts-port", str(self.mqtts_port))
 
     async def start(self, timeout: float = 30.0) -> None:
         command = [sys.executable, "-m", "devicecloud", "serve", "--host", "127.0.0.1",
@@ -108,21 +135,23 @@ class ManagedServer:
 
 @contextlib.asynccontextmanager
 async def server_under_test(url: str | None, mqtt_port: int | None = None,
-                            pid: int | None = None,
-                            args: tuple[str, ...] = ()) -> AsyncIterator[Target]:
+                            pid: int | None = None, args: tuple[str, ...] = (),
+                            tls: bool = False) -> AsyncIterator[Target]:
     """The server at `url` (its MQTT listener on `mqtt_port`, its process `pid` for CPU figures
-    and profiles), or one of our own (with `args`) started for the block and stopped after it."""
+    and profiles), or one of our own (with `args`; with `tls`, also serving TLS) started for the
+    block and stopped after it."""
     if url is not None:
         split_url(url)  # refuses anything but loopback
         yield Target(url.rstrip("/"), mqtt_port, pid)
         return
-    server = ManagedServer(args)
+    server = ManagedServer(args, tls)
     target: Target | None = None
     try:
         await server.start()
         assert server.process is not None
         target = Target(server.url, server.mqtt_port, server.process.pid, managed=True,
-                        data_dir=server.data_dir)
+                        data_dir=server.data_dir, mqtts_port=server.mqtts_port,
+                        ca_file=server.ca_file)
         yield target
     finally:
         code = await server.stop()

@@ -5,6 +5,11 @@ run, against the baseline (a private Mosquitto plus the echo backend that stores
 - `mqtt-rate` (c): a fixed offered rate of 101 updates (open loop); p50/p99/p99.9.
 - `mqtt-idle` (d): ramp to N idle devices (keepalive 60 s) held by several load-generator
   processes; the server's resident memory per connection.
+- `tls-handshakes`: C clients open TLS connections to the MQTT over TLS port and close them
+  once the handshake is done, again and again; handshakes/s.
+
+With `--tls`, (a) measures devicecloud over MQTT/TLS too, after the plain-text run of the same
+run, and (d) holds MQTT/TLS connections instead of plain ones.
 
 Devices connect as the spec says: client id `ez{mac}ez`, username = token, no password,
 subscribe `$ezdata/{token}/down`, publish `$ezdata/{token}/up`.
@@ -15,21 +20,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import secrets
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from bench import drivers
-from bench.base import Context, Params, Scenario
+from bench.base import Context, Meter, Params, Scenario, measure
 from bench.baseline import baseline
 from bench.drivers import Opener, close_all
 from bench.httpclient import random_mac, register_devices
 from bench.mqttclient import MqttClient, connect_device
+from bench.net import open_socket
 from bench.server import Target
 from bench.stats import CpuWindow, rss_bytes
 
@@ -40,8 +48,10 @@ Measurement = Callable[[Context, Opener], Awaitable[dict[str, Any]]]
 # Opening devices -------------------------------------------------------------------------------
 
 async def connect_devices(ctx: Context, port: int, macs: list[str], tokens: list[str],
-                          concurrency: int) -> list[MqttClient]:
-    """Connect and subscribe every device, `concurrency` handshakes at a time, in order."""
+                          concurrency: int,
+                          tls: ssl.SSLContext | None = None) -> list[MqttClient]:
+    """Connect and subscribe every device (over TLS with `tls`), `concurrency` handshakes at a
+    time, in order."""
     host = ctx.target.host_port[0]
     slots: list[MqttClient | None] = [None] * len(macs)
     gate = asyncio.Semaphore(concurrency)
@@ -51,7 +61,7 @@ async def connect_devices(ctx: Context, port: int, macs: list[str], tokens: list
     async def one(index: int) -> None:
         async with gate:
             slots[index] = await connect_device(host, port, macs[index], tokens[index],
-                                                source=ctx.sources.next())
+                                                source=ctx.sources.next(), tls=tls)
 
     try:
         await asyncio.gather(*(one(index) for index in range(len(macs))))
@@ -68,15 +78,27 @@ def _mqtt_port(ctx: Context, p: Params) -> int:
     return int(port)
 
 
-async def open_devicecloud(ctx: Context, p: Params) -> tuple[list[str], list[MqttClient]]:
-    """Register the devices over HTTP, then connect each to the MQTT listener."""
+async def open_devicecloud(ctx: Context, p: Params,
+                           tls: bool = False) -> tuple[list[str], list[MqttClient]]:
+    """Register the devices over HTTP, then connect each to the MQTT listener (with `tls`, to
+    MQTT over TLS)."""
     host, port = ctx.target.host_port
     macs = [random_mac() for _ in range(p["devices"])]
     ctx.progress.status = lambda: f"registering {len(macs):,} devices"
     tokens = await register_devices(host, port, len(macs), ctx.sources, macs=macs)
-    clients = await connect_devices(ctx, _mqtt_port(ctx, p), macs, tokens,
-                                    p["connect_concurrency"])
+    if tls:
+        clients = await connect_devices(ctx, _mqtts_port(ctx), macs, tokens,
+                                        p["connect_concurrency"], ctx.target.tls_client())
+    else:
+        clients = await connect_devices(ctx, _mqtt_port(ctx, p), macs, tokens,
+                                        p["connect_concurrency"])
     return tokens, clients
+
+
+def _mqtts_port(ctx: Context) -> int:
+    if not ctx.target.mqtts_port:
+        raise SystemExit("--tls needs a server the benchmark starts itself (no --url)")
+    return ctx.target.mqtts_port
 
 
 def new_devices(count: int) -> tuple[list[str], list[str]]:
@@ -117,11 +139,22 @@ async def beside_baseline(ctx: Context, p: Params, measurement: Measurement,
 
 
 async def run_updates(ctx: Context, p: Params) -> dict[str, Any]:
-    """(a) committed updates per second, devicecloud and the baseline."""
+    """(a) committed updates per second, devicecloud and the baseline; with `--tls`, then
+    devicecloud over MQTT/TLS (its CPU under `tls.cpu`)."""
     result = await beside_baseline(ctx, p, lambda c, o: drivers.run_updates(c, p, o))
     if "baseline" in result:
         result["vs_baseline"] = {
             "ops_per_s": _ratio(result["ops_per_s"], result["baseline"]["ops_per_s"])}
+    if p["tls"]:
+        ctx.progress.say(f"plain text done: ops {result['ops']:,}; now over TLS")
+        cpu = CpuWindow(ctx.target.pid)
+        secured = Context(ctx.target, ctx.sources, ctx.progress, lambda _: cpu.open(),
+                          cpu.close)
+        tls = await drivers.run_updates(secured, p, partial(open_devicecloud, tls=True))
+        cpu.close()
+        tls["cpu"] = cpu.result
+        result["tls"] = tls
+        result["vs_plain"] = {"ops_per_s": _ratio(tls["ops_per_s"], result["ops_per_s"])}
     return result
 
 
@@ -195,7 +228,7 @@ class Workers:
 
 
 async def hold_idle(ctx: Context, p: Params, port: int, pid: int, macs: list[str],
-                    tokens: list[str]) -> dict[str, Any]:
+                    tokens: list[str], ca_file: Path | None = None) -> dict[str, Any]:
     """Ramp to len(macs) connections over `p["workers"]` processes, hold them, and take the
     server's resident memory before and after: (after - before) / connections."""
     await asyncio.sleep(p["settle"])
@@ -204,7 +237,8 @@ async def hold_idle(ctx: Context, p: Params, port: int, pid: int, macs: list[str
     devices = list(zip(macs, tokens, strict=True))
     jobs = [{"host": ctx.target.host_port[0], "port": port, "keepalive": p["keepalive"],
              "sources": ctx.sources.addresses, "concurrency": p["connect_concurrency"],
-             "devices": devices[i::shares]} for i in range(shares)]
+             "devices": devices[i::shares], "ca_file": str(ca_file) if ca_file else None}
+            for i in range(shares)]
     workers = Workers()
     ctx.progress.status = lambda: (f"connected {sum(workers.connected):,}/{count:,}, "
                                    f"failed {sum(workers.failed):,}, server RSS "
@@ -243,7 +277,11 @@ async def run_idle(ctx: Context, p: Params) -> dict[str, Any]:
     macs = [random_mac() for _ in range(p["devices"])]
     ctx.progress.status = lambda: f"registering {len(macs):,} devices"
     tokens = await register_devices(host, http_port, len(macs), ctx.sources, macs=macs)
-    result = await hold_idle(ctx, p, _mqtt_port(ctx, p), ctx.target.pid, macs, tokens)
+    if p["tls"]:
+        result = await hold_idle(ctx, p, _mqtts_port(ctx), ctx.target.pid, macs, tokens,
+                                 ctx.target.ca_file)
+    else:
+        result = await hold_idle(ctx, p, _mqtt_port(ctx, p), ctx.target.pid, macs, tokens)
     if p["baseline"]:
         ctx.progress.say(f"devicecloud done: {result['bytes_per_connection']:,} bytes per "
                          "connection; now Mosquitto")
@@ -258,6 +296,50 @@ async def run_idle(ctx: Context, p: Params) -> dict[str, Any]:
     return result
 
 
+# TLS handshakes ---------------------------------------------------------------------------------
+
+class _Handshaken(asyncio.Protocol):
+    """Drops the connection as soon as its TLS handshake is done."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        cast(asyncio.Transport, transport).abort()  # uvloop's are not subclasses
+
+
+async def run_handshakes(ctx: Context, p: Params) -> dict[str, Any]:
+    """C clients each open a TLS connection to the MQTT over TLS port, complete the handshake
+    (verifying the certificate) and drop it, again and again: handshakes per second."""
+    host, port = ctx.target.host_port[0], _mqtts_port(ctx)
+    client = ctx.target.tls_client()
+    loop = asyncio.get_running_loop()
+    meter = Meter("handshakes")
+
+    async def one() -> None:
+        while meter.running:
+            started = time.perf_counter()
+            try:
+                sock = await open_socket(host, port, ctx.sources.next())
+                await loop.create_connection(_Handshaken, sock=sock, ssl=client,
+                                             server_hostname=host)
+            except OSError as problem:  # ssl.SSLError is one
+                meter.failure(repr(problem))
+                await asyncio.sleep(0.01)
+                continue
+            meter.success(time.perf_counter() - started)
+
+    ctx.progress.status = meter.line
+    clients = [asyncio.create_task(one()) for _ in range(p["clients"])]
+    await measure(ctx, meter, p["warmup"], p["duration"],
+                  lambda: asyncio.wait(clients, timeout=drivers.DRAIN_SECONDS))
+    return meter.result()
+
+
+def _handshake_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--clients", type=int, default=64, help="handshakes in progress at once")
+    parser.add_argument("--duration", type=float, default=20.0, help="measured seconds")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
+    parser.set_defaults(tls=True)
+
+
 # Options and the scenario table ----------------------------------------------------------------
 
 def _mqtt_arguments(parser: argparse.ArgumentParser) -> None:
@@ -265,6 +347,9 @@ def _mqtt_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --url: the server's MQTT listener port")
     parser.add_argument("--no-baseline", dest="baseline", action="store_false",
                         help="measure devicecloud only, not Mosquitto plus the echo backend")
+    parser.add_argument("--tls", action="store_true",
+                        help="the server serves TLS too (a throwaway CA): (a) measures MQTT/TLS "
+                             "after plain text, (d) holds MQTT/TLS connections")
 
 
 def _updates_arguments(parser: argparse.ArgumentParser) -> None:
@@ -300,7 +385,8 @@ SCENARIOS: tuple[Scenario, ...] = (
              "beside Mosquitto plus an echo backend",
              _updates_arguments, SMOKE, run_updates,
              ("ops_per_s", "baseline.ops_per_s", "vs_baseline.ops_per_s", "latency_ms.p50",
-              "latency_ms.p99")),
+              "latency_ms.p99", "tls.ops_per_s", "vs_plain.ops_per_s", "tls.latency_ms.p50",
+              "tls.latency_ms.p99")),
     Scenario("mqtt-rate", "c",
              "MQTT: latency of requestType 101 updates at a fixed offered rate (open loop), "
              "beside Mosquitto plus an echo backend",
@@ -313,4 +399,8 @@ SCENARIOS: tuple[Scenario, ...] = (
              _idle_arguments, {"devices": 20, "settle": 0.3, "workers": 2}, run_idle,
              ("connections", "bytes_per_connection", "baseline.bytes_per_connection",
               "vs_baseline.bytes_per_connection")),
+    Scenario("tls-handshakes", "h",
+             "MQTT over TLS: C clients complete TLS handshakes and drop them: handshakes/s",
+             _handshake_arguments, {"clients": 2, "duration": 0.5, "warmup": 0.2},
+             run_handshakes, ("ops_per_s", "latency_ms.p50", "latency_ms.p99")),
 )
