@@ -5,6 +5,7 @@ if command -v apt-get >/dev/null; then
   apt_install mosquitto mosquitto-clients redis-server  # real brokers and clients for the tests
   apt_install prometheus  # a real Prometheus scrapes /metrics; promtool checks deploy/prometheus
   apt_install pebble  # an ACME test server: certificates are obtained and renewed against it
+  apt_install haproxy  # the TCP load balancer in front of several instances (deploy/haproxy)
   apt_install chromium fonts-wqy-microhei  # headless Chromium (Playwright), with CJK glyphs
   # node and npm run the ESP-AI platform's own Node.js examples (a node of any origin will do)
   command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm

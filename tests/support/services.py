@@ -93,3 +93,52 @@ def start_mosquitto(folder: Path, device_port: int, service_port: int) -> Mosqui
     return Mosquitto(device_port, service_port, process)
 
 
+
+
+HAPROXY = Path(__file__).parents[2] / "deploy" / "haproxy" / "devicecloud.cfg"
+BACKENDS = ("mqtt", "mqtts", "http", "https")
+
+
+@dataclass
+class Balancer:
+    """HAProxy with the shipped configuration: each backend's machines replaced by local
+    processes, each frontend on a free port (`ports[backend]`)."""
+
+    ports: dict[str, int]
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def start_balancer(folder: Path, backends: dict[str, list[int]]) -> Balancer:
+    """The shipped HAProxy configuration, its frontends on free ports, each backend in
+    `backends` (by name) pointing at those local ports."""
+    folder.mkdir(exist_ok=True)
+    lines, ports, backend = [], {}, ""
+    defaults = {"mqtt": ":1883", "mqtts": ":8883", "http": ":80", "https": ":443"}
+    for line in HAPROXY.read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["backend"]:
+            backend = words[1]
+            lines.append(line)
+            lines += [f"    server dc{n} 127.0.0.1:{port}"
+                      for n, port in enumerate(backends.get(backend, []))]
+            continue
+        if words[:1] == ["server"]:
+            continue
+        if words[:1] == ["maxconn"]:  # within this machine's open-files limit
+            line = "    maxconn 4000"
+        if words[:1] == ["bind"]:
+            name = next(n for n, bind in defaults.items() if bind == words[1])
+            ports[name] = free_port()
+            line = f"    bind 127.0.0.1:{ports[name]}"
+        lines.append(line)
+    (folder / "haproxy.cfg").write_text("\n".join(lines) + "\n")
+    process = subprocess.Popen(["haproxy", "-db", "-f", str(folder / "haproxy.cfg")],
+                               stdout=subprocess.DEVNULL,
+                               stderr=open(folder / "log", "ab"))  # noqa: SIM115
+    for port in ports.values():
+        wait_for_port(port)
+    return Balancer(ports, process)

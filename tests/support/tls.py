@@ -3,6 +3,7 @@ serves HTTPS, WSS and MQTT over TLS with them."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl
 from dataclasses import dataclass
@@ -10,6 +11,9 @@ from pathlib import Path
 
 import trustme
 
+from devicecloud.protocols import mqtt
+from devicecloud.protocols.ezdata_mqtt import down_topic
+from support.mqtt_clients import RawMqtt, client_id
 from support.server import Server, free_port
 
 NAMES = ("localhost", "127.0.0.1")
@@ -87,3 +91,17 @@ class TlsServer:
     @property
     def wss_url(self) -> str:
         return f"wss://localhost:{self.https_port}/ws"
+
+
+async def mqtts_device(port: int, context: ssl.SSLContext, token: str, mac: str) -> RawMqtt:
+    """An EzData device over MQTT/TLS on `port` (SNI localhost), connected and subscribed."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context,
+                                                   server_hostname="localhost")
+    client = RawMqtt(reader, writer)
+    await client.send(client.session.connect(mqtt.Connect(client_id=client_id(mac),
+                                                          username=token)))
+    assert await client.recv() == mqtt.Connack(False, 0)
+    packet_id, data = client.session.subscribe([(down_topic(token), 0)])
+    await client.send(data)
+    assert await client.recv() == mqtt.Suback(packet_id, [0])
+    return client
