@@ -44,6 +44,16 @@ devices = Table(
     # A release asked for by the device's token, waiting for the owner (migration 0006).
     Column("release_requested_at", BigInteger, index=True),
     Column("release_refused_until", BigInteger),
+    # What the owner says of it, beside its name (migration 0008).
+    Column("description", Text, nullable=False, server_default=""),
+)
+
+# The owner's tags of a device, for grouping and filtering (migration 0008).
+device_tags = Table(
+    "device_tags", metadata,
+    Column("device_id", Integer, ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag", String(64), primary_key=True),
+    Index("ix_device_tags_tag", "tag"),
 )
 
 fields = Table(
