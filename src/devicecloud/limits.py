@@ -38,7 +38,6 @@ from devicecloud.limit_counts import (
     MAX_KEYS,
     Buckets,
     Connections,
-    MemoryBuckets,
     MemoryConnections,
     RedisBuckets,
     RedisConnections,
@@ -192,6 +191,7 @@ class Shared:
 
 
 _UNREACHABLE = (RedisError, OSError, TimeoutError)
+Key = str | int  # an address, or a device's or an account's id
 
 
 class _Refusals:
@@ -201,10 +201,10 @@ class _Refusals:
         self.name = name
         self.refused = 0
         self._subject = SUBJECTS[name.partition(".")[0]]
-        self._logged: dict[str, float] = {}
+        self._logged: dict[Key, float] = {}
         self._clock = clock
 
-    def count(self, key: str, why: str) -> None:
+    def count(self, key: Key, why: str) -> None:
         self.refused += 1
         now = self._clock()
         if now - self._logged.get(key, -math.inf) < LOG_EVERY:
@@ -215,7 +215,7 @@ class _Refusals:
                 return
         self._logged[key] = now
         log.warning("%s %s refused: %s (further refusals of it unlogged for %g s)",
-                    self._subject, key or "-", why, LOG_EVERY)
+                    self._subject, key if key != "" else "-", why, LOG_EVERY)
 
 
 class _Lease:
@@ -229,7 +229,13 @@ class Limit(_Refusals):
     """One named rate, counted per key, in memory or leased from shared buckets.
 
     `check(key)` answers at once when it can: 0 to go ahead (counted), the seconds to wait if
-    refused, None if a lease must be fetched first: then `await acquire(key)` answers."""
+    refused, None if a lease must be fetched first: then `await acquire(key)` answers.
+
+    In memory a key's bucket is kept as one number, the time it will be full again less one
+    token's worth (GCRA, the token bucket's arithmetic in one float): a request may go ahead
+    while that time is at most `(burst - 1) / rate` ahead, and moves it on by `1 / rate`."""
+
+    check: Callable[[Key], float | None]
 
     def __init__(self, name: str, rate: Rate | None, shared: Shared | None = None,
                  clock: Callable[[], float] = time.time) -> None:
@@ -239,37 +245,56 @@ class Limit(_Refusals):
         self.buckets: Buckets | None = (RedisBuckets(self.shared.redis)
                                         if self.shared is not None and self.shared.redis
                                         else None)
-        self.local = MemoryBuckets()
-        self._leases: OrderedDict[str, _Lease] = OrderedDict()
+        self._full_at: dict[Key, float] = {}
+        self._interval = 1.0 / rate.per_second if rate is not None else 0.0
+        self._tolerance = (rate.burst - 1) * self._interval if rate is not None else 0.0
+        self._leases: OrderedDict[Key, _Lease] = OrderedDict()
         self.lease_size = 1 if rate is None else max(1, min(
             rate.burst, math.ceil(rate.per_second * LEASE_SHARE)))
-
-    def check(self, key: str) -> float | None:
-        rate = self.rate
         if rate is None:
-            return 0.0
+            self.check = _go_ahead
+        elif self.shared is None:
+            self.check = self._check_here
+        else:
+            self.check = self._check_leased
+
+    def _check_here(self, key: Key) -> float:
+        """Counted in this process's memory (the hot path: keep it short)."""
         now = self._clock()
-        if self.shared is None or not self.shared.usable():
-            bucket = self.local.buckets.get(key)  # the hot path, inline: MemoryBuckets.take_now
-            if bucket is not None:
-                tokens = bucket[0] + (now - bucket[1]) * rate.per_second if now > bucket[1] \
-                    else bucket[0]
-                if tokens >= 1:
-                    bucket[0] = min(tokens, rate.burst) - 1
-                    bucket[1] = max(now, bucket[1])
-                    return 0.0
-            taken, wait = self.local.take_now(key, rate, 1, now)
-            return 0.0 if taken else self._refuse(key, wait)
+        due = self._full_at.get(key, now)
+        if due < now:
+            due = now
+        elif due - now > self._tolerance:
+            return self._refuse(key, due - now - self._tolerance)
+        self._full_at[key] = due + self._interval
+        if len(self._full_at) > MAX_KEYS:
+            self._forget_full(now)
+        return 0.0
+
+    def _forget_full(self, now: float) -> None:
+        """Forget the keys whose buckets are full again (as a new key's is); if none, the
+        older half."""
+        kept = {key: due for key, due in self._full_at.items() if due > now}
+        if len(kept) > MAX_KEYS // 2:
+            kept = dict(sorted(kept.items(), key=lambda item: item[1])[len(kept) // 2:])
+        self._full_at = kept
+
+    def _check_leased(self, key: Key) -> float | None:
+        assert self.shared is not None
+        if not self.shared.usable():
+            return self._check_here(key)
         lease = self._leases.get(key)
-        if lease is not None and now < lease.until:
-            if lease.refusing:
-                return self._refuse(key, lease.until - now)
-            if lease.tokens:
-                lease.tokens -= 1
-                return 0.0
+        if lease is not None:
+            now = self._clock()
+            if now < lease.until:
+                if lease.refusing:
+                    return self._refuse(key, lease.until - now)
+                if lease.tokens:
+                    lease.tokens -= 1
+                    return 0.0
         return None
 
-    async def acquire(self, key: str) -> float:
+    async def acquire(self, key: Key) -> float:
         """Fetch a lease of `key`'s tokens from the shared buckets and spend one of it (or, if
         Redis cannot be reached, count locally)."""
         rate = self.rate
@@ -277,11 +302,11 @@ class Limit(_Refusals):
             return self.check(key) or 0.0
         now = self._clock()
         try:
-            taken, wait = await self.buckets.take(self.name + ":" + key, rate, self.lease_size,
+            taken, wait = await self.buckets.take(f"{self.name}:{key}", rate, self.lease_size,
                                                   now)
         except _UNREACHABLE as problem:
             self.shared.failed(problem)
-            return self.check(key) or 0.0
+            return self._check_here(key)
         self.shared.worked()
         self._leases.pop(key, None)
         if taken:
@@ -292,12 +317,12 @@ class Limit(_Refusals):
             self._leases.popitem(last=False)
         return 0.0 if taken else self._refuse(key, wait)
 
-    async def take(self, key: str) -> float:
+    async def take(self, key: Key) -> float:
         """0 if `key` may go ahead now (counted), else the seconds until it may."""
         wait = self.check(key)
         return wait if wait is not None else await self.acquire(key)
 
-    async def enforce(self, key: str) -> None:
+    async def enforce(self, key: Key) -> None:
         """Count one for `key`, or raise TooMany naming the limit and when to retry."""
         wait = await self.take(key)
         if wait:
@@ -307,10 +332,14 @@ class Limit(_Refusals):
         """What a refused client is told: the limit, and when to retry."""
         return f"rate limited: {self.name} {self.rate}, retry in {max(wait, 0.1):.1f} s"
 
-    def _refuse(self, key: str, wait: float) -> float:
+    def _refuse(self, key: Key, wait: float) -> float:
         wait = max(wait, 1e-3)
         self.count(key, self.refusal(wait))
         return wait
+
+
+def _go_ahead(key: Key) -> float:
+    return 0.0
 
 
 class Cap(_Refusals):
@@ -452,7 +481,7 @@ class Limits(Mapping[str, "Limit | Cap"]):
     async def account_call(self, account_id: int) -> None:
         """Count one API request of the account (the ESP-AI API, devicecloud's own API) under
         `account.api`, or raise TooMany naming the limit and when to retry."""
-        await self.account_api.enforce(str(account_id))
+        await self.account_api.enforce(account_id)
 
     async def close(self) -> None:
         await self.shared.close()

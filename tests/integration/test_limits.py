@@ -258,3 +258,24 @@ def test_two_processes_hold_one_limit_together(pair: list[Server]) -> None:
                           json={"deviceType": "basic", "mac": random_mac()})
         registered.append(body.status_code)
     assert registered == [200, 200, 200, 429, 429, 429], registered
+
+
+async def test_requests_waiting_for_a_lease_keep_their_order(pair: list[Server]) -> None:
+    token = await asyncio.to_thread(pair[0].register)
+    device = await WsDevice.connect(pair[0].ws_url, token)
+    # Each request's token is leased from Redis (1/min: a lease of one), so every one waits for
+    # a round trip while those behind it wait in order.
+    await device.send({"deviceToken": token, "body": {"requestType": 100, "name": "o",
+                                                      "value": 0}})
+    for n in range(1, 9):
+        await device.send({"deviceToken": token, "body": {"requestType": 101, "name": "o",
+                                                          "value": n}})
+    answers = [await device.recv_json() for _ in range(9)]
+    assert [a["code"] for a in answers] == [200] * 6 + [500] * 3, answers
+    assert [a["body"]["value"] for a in answers[:6]] == list(range(6)), answers
+    assert [a["cmd"] for a in answers] == [100] + [101] * 8
+    await device.close()
+    other = await WsDevice.connect(pair[1].ws_url, token)  # the other process: spent there too
+    refused = await other.request(104, name="o")
+    assert refused["code"] == 500 and "device.messages 1/min" in refused["msg"], refused
+    await other.close()

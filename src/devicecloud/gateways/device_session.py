@@ -73,7 +73,7 @@ class DeviceSession:
         elif self.device is None:  # refused as not logged in, uncounted
             self._advance(self._serve(slot, message))
         else:
-            wait = self.hub.limits.device_messages.check(str(self.device.id))
+            wait = self.hub.limits.device_messages.check(self.device.id)
             if wait == 0.0:
                 self._advance(self._serve(slot, message))
             elif wait is None:  # a lease of the shared count first; what follows waits for it
@@ -86,8 +86,9 @@ class DeviceSession:
     async def _lease(self, slot: Slot, message: Request, device: Device) -> None:
         """Serve `message` once the shared `device.messages` count answers, then what was
         received meanwhile, in order."""
-        try:
-            wait = await self.hub.limits.device_messages.acquire(str(device.id))
+        try:  # in a Task: the Redis client's timeouts need one (`_advance` runs none)
+            wait = await asyncio.ensure_future(
+                self.hub.limits.device_messages.acquire(device.id))
         except Exception:
             log.exception("device.messages could not be counted")
             wait = 0.0

@@ -66,7 +66,7 @@ async def _device(request: Request) -> Device:
 
 
 async def _count_message(request: Request, device: Device) -> None:
-    await services(request).limits.device_messages.enforce(str(device.id))
+    await services(request).limits.device_messages.enforce(device.id)
 
 
 def _history_rows(field: Field, rows: list[HistoryEntry], total: int) -> dict[str, Any]:
