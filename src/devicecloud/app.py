@@ -178,6 +178,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         limits = limits_of(settings.limit, settings.bus_url)
         stack.push_async_callback(limits.close)
         cloud = DeviceCloud(store, bus, DiskBlobs(settings.files_dir), downlink_size=push_size,
+                            registration=settings.registration,
                             fields_per_device=limits.device_fields.most)
         metrics = Metrics()
         store.writer.on_commit = metrics.committed

@@ -104,20 +104,17 @@ def _accounts_create(args: argparse.Namespace) -> None:
     print(json.dumps(dataclasses.asdict(account)))
 
 
-def _run_espai(args: argparse.Namespace, work: Callable[[EspAi, Account], Awaitable[Any]]) -> Any:
-    """Run `work` on the ESP-AI service for the account `--account`, outside a server."""
+def _run_cloud(args: argparse.Namespace,
+               work: Callable[[DeviceCloud, SqlStore], Awaitable[Any]]) -> Any:
+    """Run `work` on the core and store of the server's database, outside a server."""
     settings = _settings(args, "data_dir", "database_url")
 
     async def run() -> Any:
         store = await _open(settings, args)
         try:
-            found = await store.account_login(normalise_email(args.account))
-            if found is None:
-                raise NotFound(f"no account with the email {args.account}")
             bus = MemoryBus()
             cloud = DeviceCloud(store, bus, DiskBlobs(settings.files_dir), downlink_size=push_size)
-            presence = LocalPresence(Hub(bus))  # no connections outside a server
-            return await work(EspAi(store, bus, cloud.blobs, presence), found[0])
+            return await work(cloud, store)
         finally:
             await store.close()
 
@@ -125,6 +122,40 @@ def _run_espai(args: argparse.Namespace, work: Callable[[EspAi, Account], Awaita
         return asyncio.run(run())
     except DeviceCloudError as problem:
         raise SystemExit(f"devicecloud: {problem}") from None
+
+
+async def _account(store: SqlStore, email: str) -> Account:
+    found = await store.account_login(normalise_email(email))
+    if found is None:
+        raise NotFound(f"no account with the email {email}")
+    return found[0]
+
+
+def _run_espai(args: argparse.Namespace, work: Callable[[EspAi, Account], Awaitable[Any]]) -> Any:
+    """Run `work` on the ESP-AI service for the account `--account`, outside a server."""
+
+    async def run(cloud: DeviceCloud, store: SqlStore) -> Any:
+        account = await _account(store, args.account)
+        presence = LocalPresence(Hub(cloud.bus))  # no connections outside a server
+        return await work(EspAi(store, cloud.bus, cloud.blobs, presence), account)
+
+    return _run_cloud(args, run)
+
+
+def _devices_allow(args: argparse.Namespace) -> None:
+    async def allow(cloud: DeviceCloud, store: SqlStore) -> list[dict[str, Any]]:
+        account = await _account(store, args.account) if args.account else None
+        allowed = []
+        for mac in args.mac:
+            device = await cloud.allow_mac(mac, None)
+            if account is not None:
+                await cloud.bind(device, account)
+            allowed.append({"mac": device.mac, "token": device.token,
+                            "owner": account.email if account else None})
+        return allowed
+
+    for line in _run_cloud(args, allow):
+        print(json.dumps(line))
 
 
 def _agents_create(args: argparse.Namespace) -> None:
@@ -206,6 +237,16 @@ def parser() -> argparse.ArgumentParser:
                          help="replace the data already there")
     restore.set_defaults(func=_restore)
 
+    devices = commands.add_parser("devices", help="manage devices").add_subparsers(
+        dest="action", required=True)
+    allow = devices.add_parser("allow", parents=[existing],
+                               help="put MACs on the allow-list (--registration allow-list): "
+                                    "their device records are made now; prints each with its "
+                                    "token as JSON")
+    allow.add_argument("mac", nargs="+")
+    allow.add_argument("--account", metavar="EMAIL", help="also bind them to this account")
+    allow.set_defaults(func=_devices_allow)
+
     serve = commands.add_parser("serve", parents=[storage],
                                 help="run the service (HTTP, WebSocket, MQTT)")
     serve.add_argument("--host", help="address to listen on (DEVICECLOUD_HOST, default 0.0.0.0)")
@@ -231,6 +272,9 @@ def parser() -> argparse.ArgumentParser:
                                                "(default: none asked)")
     serve.add_argument("--limit", action="append", metavar="NAME=RATE[:BURST]",
                        help="a limit, e.g. ip.register=10/s:200 or ip.register=off (repeatable)")
+    serve.add_argument("--registration", choices=["open", "allow-list"],
+                       help="open (default: any MAC registers) or allow-list (only MACs "
+                            "added with `devicecloud devices allow` or in the console)")
     serve.add_argument("--tls-cert", help="PEM certificate (a chain allowed) for HTTPS, WSS and "
                                           "MQTT over TLS; reloaded on SIGHUP and on change")
     serve.add_argument("--tls-key", help="its PEM private key")

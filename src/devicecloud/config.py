@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     metrics_token: str = ""
     # Limits (`NAME=RATE[:BURST]`, comma-separated in the variable; see limits.py).
     limit: Annotated[list[str], NoDecode] = []
+    # Who may register: `open` (EzData's way: any MAC gets its token) or `allow-list` (only MACs
+    # an admin or an account added; see docs/security.md).
+    registration: Literal["open", "allow-list"] = "open"
     # TLS: one certificate (PEM, chain allowed) for HTTPS/WSS on `https_port` and MQTT over TLS
     # on `mqtts_port`, reloaded on SIGHUP and when the files change; or one obtained and renewed
     # by ACME (HTTP-01 on the plain HTTP port) for `acme_domain`, kept in the data directory.

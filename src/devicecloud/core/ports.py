@@ -25,6 +25,8 @@ class DeviceStore(Protocol):
 
     async def device_by_token(self, token: str) -> Device | None: ...
 
+    async def device_by_mac(self, mac: str) -> Device | None: ...
+
     async def release_device(self, device_id: int, owner_id: int, now: int) -> bool:
         """Unbind the device (and end its ESP-AI agent binding) if `owner_id` owns it; False
         (nothing changed) if another account or none does."""

@@ -7,7 +7,7 @@ import mimetypes
 import posixpath
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from devicecloud.core import pairing
 from devicecloud.core.errors import (
@@ -37,6 +37,9 @@ from devicecloud.core.models import (
     encode_value,
 )
 from devicecloud.core.ports import Blobs, Bus, EzDataStore, Spool
+
+Registration = Literal["open", "allow-list"]
+"""Who may register: any MAC (EzData's way), or only the MACs allowed beforehand."""
 
 RELEASE_AFTER_MS = 24 * 3600 * 1000
 """A release asked for by a bound device's token takes effect this long after the request unless
@@ -102,8 +105,10 @@ class DeviceCloud:
     """
 
     def __init__(self, store: EzDataStore, bus: Bus, blobs: Blobs, *,
-                 downlink_size: DownlinkSize, fields_per_device: int | None = 1000) -> None:
+                 downlink_size: DownlinkSize, fields_per_device: int | None = 1000,
+                 registration: Registration = "open") -> None:
         self.store = store
+        self.registration = registration
         self.fields_per_device = fields_per_device  # `--limit device.fields`; None: no cap
         self.bus = bus
         self.blobs = blobs
@@ -112,10 +117,28 @@ class DeviceCloud:
     # devices -------------------------------------------------------------------------------
 
     async def register_mac(self, mac: object, device_type: object) -> Device:
-        """The device with this MAC, created on first sight; its token never changes."""
+        """The device with this MAC, created on first sight (with `allow-list` registration,
+        only if the MAC was allowed); its token never changes."""
         normal = normalise_mac(mac)
         kind = device_type if isinstance(device_type, str) else ""
+        if self.registration == "allow-list" and await self.store.device_by_mac(normal) is None:
+            raise Unauthorized(f"the MAC {normal} may not register here: this server registers "
+                               "only the MACs on its allow-list (its owner adds it in the "
+                               "console, or an admin with `devicecloud devices allow`)")
         return await self.store.register_mac(normal, kind[:64], new_token(), now_ms())
+
+    async def allow_mac(self, mac: object, account: Account | None = None) -> Device:
+        """Put a MAC on the allow-list by making its device record now, and bind it to
+        `account` if given. A MAC already known is Conflict for an account: claiming a device
+        that registered already takes its token or pairing code, not its MAC."""
+        normal = normalise_mac(mac)
+        if account is not None and await self.store.device_by_mac(normal) is not None:
+            raise Conflict(f"the MAC {normal} is known already: bind that device with its token "
+                           "or the pairing code it shows")
+        device = await self.store.register_mac(normal, "", new_token(), now_ms())
+        if account is not None:
+            await self.bind(device, account)
+        return device
 
     async def authenticate(self, token: object) -> Device:
         """The device owning `token`, or Unauthorized."""

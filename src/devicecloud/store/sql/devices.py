@@ -36,6 +36,11 @@ def _device_by_token(conn: Connection, token: str) -> Device | None:
     return _device(row) if row else None
 
 
+def _device_by_mac(conn: Connection, mac: str) -> Device | None:
+    row = conn.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE mac = ?", (mac,)).fetchone()
+    return _device(row) if row else None
+
+
 def _release_device(conn: Connection, device_id: int, owner_id: int, now: int) -> bool:
     # Only while `owner_id` owns it: a stale caller never undoes another account's bind. The
     # binding to the owner's ESP-AI agent ends with it.
@@ -119,6 +124,9 @@ class SqlDevices(SqlPart):
 
     async def device_by_token(self, token: str) -> Device | None:
         return await self._reader.call(_device_by_token, token)
+
+    async def device_by_mac(self, mac: str) -> Device | None:
+        return await self._reader.call(_device_by_mac, mac)
 
     async def request_release(self, device_id: int, owner_id: int, now: int) -> bool:
         return await self._writer.call(_request_release, device_id, owner_id, now)

@@ -38,7 +38,23 @@ async def devices(visit: Visit) -> Response:
     found = await console.cloud.devices_of(visit.me)
     online = await console.presence.online([device.token for device in found])
     listed = [(device, device.token in online) for device in found]
-    return visit.render("devices.html", devices=listed)
+    return visit.render("devices.html", devices=listed,
+                        allow_list=console.settings.registration == "allow-list")
+
+
+@page()
+async def add_by_mac(visit: Visit) -> Response:
+    """Put a MAC on the allow-list for this account (`--registration allow-list`): the device
+    may then register, and is this account's when it does."""
+    if visit.console.settings.registration != "allow-list":
+        return visit.go(HOME, "Devices register by themselves on this server: bind them with "
+                              "their token or pairing code.", error=True)
+    try:
+        device = await visit.console.cloud.allow_mac(visit.text("mac"), visit.me)
+    except DeviceCloudError as problem:
+        return visit.go(HOME, sentence(str(problem)), error=True)
+    return visit.go(group_url(device), f"{device.mac} may register now, and is yours when it "
+                                       "does.")
 
 
 @page()
