@@ -43,6 +43,7 @@ from devicecloud.store.open import open_store
 from devicecloud.tls import Certificates
 from devicecloud.web import (
     acme_http,
+    api_v1,
     console,
     espai_http,
     ezdata_http,
@@ -50,6 +51,7 @@ from devicecloud.web import (
     mqtt_auth_http,
     openapi,
 )
+from devicecloud.web.api_v1.problems import router_problem
 from devicecloud.web.errors import ezdata_refusal
 from devicecloud.web.redirect import HttpsPages
 from devicecloud.web.responses import ez_error, json_response
@@ -112,6 +114,8 @@ async def espai_ws(websocket: WebSocket) -> None:
 async def http_error(request: Request, exc: Exception) -> Response:
     """Unknown paths and methods, and unexpected failures, still answer JSON (a 405 with the
     `Allow` header the router gives)."""
+    if request.url.path.startswith(api_v1.PREFIX):  # devicecloud's own API: problem+json
+        return router_problem(request, exc)
     if isinstance(exc, HTTPException):
         return ez_error(exc.detail, exc.status_code, exc.headers)
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
@@ -242,7 +246,8 @@ def create_app(settings: Settings) -> Starlette:
         *ezdata_http.routes(),
         WebSocketRoute("/connect_espai_node", espai_ws),
         *espai_http.routes(),
-        *openapi.routes(espai_http.OPERATIONS),
+        *api_v1.routes(),
+        *openapi.routes((*espai_http.OPERATIONS, *api_v1.OPERATIONS)),
         *mqtt_auth_http.routes(settings),
         *console.routes(),
         *(acme_http.routes() if settings.acme_domain else []),

@@ -7,6 +7,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from devicecloud.core.device_profiles import DeviceProfile, ProfileChanges, ProfileQuery
 from devicecloud.core.espai.models import Agent, DeviceQuery, EspAiDevice, Firmware
 from devicecloud.core.events import Event
 from devicecloud.core.models import Account, Device, Field, HistoryEntry, StoredFile
@@ -215,7 +216,24 @@ class EspAiStore(Protocol):
     async def delete_firmware(self, account_id: int, firmware_id: str) -> Firmware | None: ...
 
 
-class EzDataStore(DeviceStore, FieldStore, FileStore, Protocol):
+class DeviceProfileStore(Protocol):
+    """What owners say about their devices: name, description, tags (see device_profiles)."""
+
+    async def device_profiles(self, query: ProfileQuery) -> list[DeviceProfile]:
+        """Up to `query.limit` of the owner's devices matching it, in row id order."""
+        ...
+
+    async def device_profile(self, owner_id: int, public_id: str) -> DeviceProfile | None: ...
+
+    async def device_profile_of(self, owner_id: int, device_id: int) -> DeviceProfile | None: ...
+
+    async def change_device_profile(self, device_id: int, owner_id: int,
+                                    changes: ProfileChanges, now: int) -> bool:
+        """Apply `changes` if `owner_id` owns the device; False (nothing changed) otherwise."""
+        ...
+
+
+class EzDataStore(DeviceStore, FieldStore, FileStore, DeviceProfileStore, Protocol):
     """What EzData keeps: devices, their data fields and files."""
 
 

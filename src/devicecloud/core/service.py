@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from devicecloud.core import pairing
+from devicecloud.core.device_profiles import DeviceProfiles
 from devicecloud.core.errors import (
     Conflict,
     DeviceCloudError,
@@ -108,6 +109,7 @@ class DeviceCloud:
                  downlink_size: DownlinkSize, fields_per_device: int | None = 1000,
                  registration: Registration = "open") -> None:
         self.store = store
+        self.profiles = DeviceProfiles(store)  # names, descriptions, tags
         self.registration = registration
         self.fields_per_device = fields_per_device  # `--limit device.fields`; None: no cap
         self.bus = bus

@@ -36,6 +36,8 @@ from starlette.staticfiles import StaticFiles
 from devicecloud import __version__
 
 REF = "#/components/schemas/{model}"
+NO_CONTENT = ""
+"""The `response_media_type` of an operation that answers 204 without a body."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class Operation:
     response_media_type: str = "application/json"
     errors: tuple[tuple[int, type[BaseModel]], ...] = ()
     """Other HTTP statuses the endpoint answers, each with its body's model."""
+    error_media_type: str = "application/json"
     described: bool = True
     """False for a route no `Operation` describes yet: any status, any content."""
 
@@ -68,6 +71,8 @@ SECURITY_SCHEMES = {
         "type": "apiKey", "in": "header", "name": "authorization",
         "description": "The account's 32-hex open_api_key, raw (a `Bearer ` prefix is accepted).",
     },
+    "bearer": {"type": "http", "scheme": "bearer",
+               "description": "`Authorization: Bearer <open_api_key>`, the account's key."},
 }
 
 
@@ -189,7 +194,9 @@ def _operation(op: Operation) -> dict[str, Any]:
 def _responses(op: Operation) -> dict[str, Any]:
     if not op.described:
         return {"default": {"description": "not described yet", "content": {"*/*": {}}}}
-    if op.response_media_type == "application/json":
+    if op.response_media_type == NO_CONTENT:
+        answers: dict[str, Any] = {"204": {"description": "done; no content"}}
+    elif op.response_media_type == "application/json":
         refs = [_ref(model) for model in op.responses]
         schema = refs[0] if len(refs) == 1 else {"oneOf": refs}
         answers = {"200": {"description": "; ".join(_first_line(m) for m in op.responses),
@@ -199,7 +206,7 @@ def _responses(op: Operation) -> dict[str, Any]:
             op.response_media_type: {"schema": {"type": "string", "format": "binary"}}}}}
     for status, model in op.errors:
         answers[str(status)] = {"description": _first_line(model), "content": {
-            "application/json": {"schema": _ref(model)}}}
+            op.error_media_type: {"schema": _ref(model)}}}
     return answers
 
 
@@ -238,7 +245,7 @@ def plain_listing(spec: dict[str, Any]) -> str:
                 out += ["<h3>Request (", media_type, ")</h3>", _schema_html(content["schema"],
                                                                             schemas)]
             for status, answer in op["responses"].items():
-                for media_type, content in answer["content"].items():
+                for media_type, content in answer.get("content", {}).items():
                     out += ["<h3>Response ", status, " (", html.escape(media_type), ")</h3>",
                             _schema_html(content.get("schema", {}), schemas)]
             out.append("</section>")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from devicecloud.store.sql.accounts import SqlAccounts
+from devicecloud.store.sql.device_profiles import SqlDeviceProfiles
 from devicecloud.store.sql.devices import SqlDevices
 from devicecloud.store.sql.espai import SqlEspAi
 from devicecloud.store.sql.fields import SqlFields
 from devicecloud.store.sql.files import SqlFiles
 
 
-class SqlStore(SqlDevices, SqlFields, SqlFiles, SqlAccounts, SqlEspAi):
+class SqlStore(SqlDevices, SqlDeviceProfiles, SqlFields, SqlFiles, SqlAccounts, SqlEspAi):
     """The `Store` port: writes as jobs for a group-committing writer, reads on `Readers`;
     `SqliteStore` and `PostgresStore` choose the engine."""

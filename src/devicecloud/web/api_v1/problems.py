@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from http import HTTPStatus
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -26,12 +28,28 @@ class WrongShape(InvalidRequest):
 UNPROCESSABLE = "Unprocessable content"
 
 
+def _problem(status: int, title: str, detail: str,
+             headers: Mapping[str, str] | None = None) -> Response:
+    doc = {"type": PROBLEM_TYPES + title.lower().replace(" ", "-"), "title": title,
+           "status": status, "detail": detail}
+    return json_response(doc, status, headers, PROBLEM_JSON)
+
+
 def problem_of(error: Exception) -> Response:
     """The problem+json answering `error`."""
     if isinstance(error, WrongShape):
-        doc = {"type": PROBLEM_TYPES + UNPROCESSABLE.lower().replace(" ", "-"),
-               "title": UNPROCESSABLE, "status": 422, "detail": str(error)}
-        return json_response(doc, 422, None, PROBLEM_JSON)
+        return _problem(422, UNPROCESSABLE, str(error))
+    return problem(error)
+
+
+def router_problem(request: Request, error: Exception) -> Response:
+    """The answer under /api/v1 to what no handler answered: an unknown path or method (the
+    router's HTTPException, a 405 with its `Allow`), or a failure."""
+    if isinstance(error, HTTPException):
+        title = HTTPStatus(error.status_code).phrase
+        return _problem(error.status_code, title, f"{request.method} {request.url.path}: "
+                        f"{error.detail}", error.headers)
+    log.error("%s %s failed", request.method, request.url.path, exc_info=error)
     return problem(error)
 
 
