@@ -17,7 +17,7 @@ from support.server import Server, random_mac
 
 from devicecloud.app import create_app
 from devicecloud.config import load_settings
-from devicecloud.web import espai_http, openapi
+from devicecloud.web import api_v1, espai_http, openapi
 
 EXAMPLES = 15  # per operation and mode: the whole module runs in well under a minute
 CHECKS = [checks.not_a_server_error, checks.status_code_conformance,
@@ -25,7 +25,8 @@ CHECKS = [checks.not_a_server_error, checks.status_code_conformance,
           checks.response_headers_conformance]
 # The document the server serves (a test below proves it); loaded here so that every operation
 # is a test of its own. (`schemathesis.pytest.from_fixture` needs pytest internals 9.x dropped.)
-DOCUMENT = openapi.api_document(create_app(load_settings({})).routes, espai_http.OPERATIONS)
+DOCUMENT = openapi.api_document(create_app(load_settings({})).routes,
+                                (*espai_http.OPERATIONS, *api_v1.OPERATIONS))
 OPERATIONS = [result.ok() for result in schemathesis.openapi.from_dict(DOCUMENT)
               .get_all_operations()]
 
@@ -65,7 +66,7 @@ def test_the_server_serves_this_document(target: Server) -> None:
 @pytest.mark.parametrize(("operation", "mode"), RUNS)
 def test_every_operation_answers_as_documented(operation: APIOperation, mode: GenerationMode,
                                                target: Server, tenant: Tenant) -> None:
-    key = {"authorization": tenant.open_api_key}
+    key = {"authorization": f"Bearer {tenant.open_api_key}"}  # as /api/v1 needs it
 
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
