@@ -6,7 +6,6 @@ import asyncio
 import errno
 import fcntl
 import gc
-import ipaddress
 import logging
 import os
 import resource
@@ -22,12 +21,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
-from urllib.parse import urlsplit
 
 import uvicorn
 from prometheus_client import multiprocess
 from starlette.applications import Starlette
 
+from devicecloud.addresses import is_loopback_url
 from devicecloud.app import create_app, drain
 from devicecloud.config import Settings, StartupError
 from devicecloud.gateways.http_protocol import HeaderTimeoutProtocol
@@ -237,14 +236,6 @@ def _reachable(host: str) -> str:
     return address
 
 
-def _loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host.endswith(".localhost")
-
-
 def announce(settings: Settings, http_port: int, https_port: int = 0,
              certificates: Certificates | None = None) -> None:
     """Say where the console is and what address devices need, once the service listens."""
@@ -264,7 +255,7 @@ def announce(settings: Settings, http_port: int, https_port: int = 0,
         log.info("TLS (%s): HTTPS/WSS %s, MQTT over TLS %s", describe(certificates),
                  f"https://{host}:{https_port}" if https_port else "off",
                  f"{host}:{mqtts}" if mqtts else "off")
-    if settings.public_url and _loopback(settings.public_url):
+    if settings.public_url and is_loopback_url(settings.public_url):
         log.warning("--public-url %s is a loopback address: links and QR codes handed out "
                     "work on this machine only", settings.public_url)
 

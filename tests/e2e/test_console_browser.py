@@ -165,9 +165,9 @@ async def test_browser_edits_reach_the_device_as_107_109_108(
         await tab.open_group(token)
 
         row = tab.page.locator("#fields tr[data-name=setpoint]")
-        await row.locator("summary").click()
+        await row.locator("details.f-edit > summary").click()
         await row.locator("textarea[name=value]").fill("23.5")
-        await row.locator("form[action$='/fields/edit'] button").click()
+        await row.locator(".f-edit form[action$='/fields/edit'] button").click()
         await tab.page.wait_for_load_state()
         pushed = await ws.recv_json(timeout=4)
         assert pushed["cmd"] == 107 and pushed["code"] == 200
@@ -193,8 +193,9 @@ async def test_browser_edits_reach_the_device_as_107_109_108(
 
         await tab.page.wait_for_selector("#live-state[data-state=live]")
         row = tab.page.locator("#fields tr[data-name=mode]")
-        await row.locator("summary").click()
-        await row.locator("button.danger").click()
+        await row.locator("details.f-edit > summary").click()
+        await row.locator("details.confirm > summary").click()
+        await tab.page.click("#confirm-yes")
         await tab.page.wait_for_url(f"**/console/devices/{token}")
         pushed = await ws.recv_json(timeout=4)
         assert pushed["cmd"] == 108 and pushed["body"]["name"] == "mode"
@@ -349,8 +350,8 @@ async def test_release_from_the_console_and_by_release_user(
     tab = await ConsoleTab.open(browser, console_server)
     await tab.sign_up(email())
     await tab.bind_by_token(token)
-    await tab.page.click("text=Release this device…")
-    await tab.page.click("form[action$='/release'] button")
+    await tab.page.click("#release > summary")
+    await tab.page.click("#confirm-yes")
     await tab.page.wait_for_url("**/console/devices")
     assert await tab.flash() == "Device released; its data stays with the device."
     assert token not in await tab.page.content()
@@ -362,7 +363,8 @@ async def test_release_from_the_console_and_by_release_user(
     assert released.json()["code"] == 200
     assert "owner confirms" in released.json()["data"]
     await tab.open_group(token)
-    await tab.page.click("#release-request button.danger")
+    await tab.page.click("#release-request details.confirm > summary")
+    await tab.page.click("#confirm-yes")
     await tab.page.wait_for_url("**/console/devices", timeout=2000)
     assert token not in await tab.page.content()
     await tab.close()

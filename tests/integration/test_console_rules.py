@@ -22,7 +22,16 @@ from devicecloud.core.models import HistoryEntry
 from devicecloud.core.service import DeviceCloud
 from devicecloud.protocols.ezdata_mqtt import push_size
 from devicecloud.store.open import open_store
-from devicecloud.web.console.chart import numeric_chart
+from devicecloud.web.console.chart import (
+    BOTTOM,
+    HEIGHT,
+    LEFT,
+    PAD,
+    WIDTH,
+    numeric_chart,
+    sparkline,
+    stretches,
+)
 from devicecloud.web.console.forms import kind_of, parse_value, shown
 from devicecloud.web.console.rendering import preview_path
 from devicecloud.web.console.sessions import COOKIE_NAME, Session, SessionCookies
@@ -137,10 +146,27 @@ def test_chart_of_numeric_history() -> None:
             HistoryEntry(1, "number", 1000)]
     chart = numeric_chart(rows)
     assert chart is not None and chart.count == 2 and (chart.low, chart.high) == (1, 3)
-    assert chart.points == "8.0,192.0 592.0,8.0"
+    left, right, top, bottom = LEFT, WIDTH - PAD, PAD, HEIGHT - BOTTOM - PAD
+    assert chart.lines == (f"{left:.1f},{bottom:.1f} {right:.1f},{top:.1f}",)
+    assert [tick.label for tick in chart.value_ticks] == ["3", "2", "1"]
+    assert [tick.ms for tick in chart.time_ticks] == [1000, 3000]
+    assert chart.marks[0].title == "1 at 1970-01-01 00:00:01 UTC"
     assert numeric_chart(rows[:2]) is None
-    flat = numeric_chart([HistoryEntry(2, "number", 5), HistoryEntry(2, "number", 5)])
-    assert flat is not None and flat.points == "8.0,100.0 592.0,100.0"
+    flat = numeric_chart([HistoryEntry(2.5, "number", 5), HistoryEntry(2.5, "number", 5)])
+    assert flat is not None and [tick.label for tick in flat.value_ticks] == ["2.5"]
+    assert {mark.y for mark in flat.marks} == {PAD + (HEIGHT - BOTTOM - 2 * PAD) / 2}
+
+
+def test_a_gap_breaks_the_line() -> None:
+    """Values every 10 s, a 3-minute outage, then every 10 s again: two lines, not a ramp; a
+    slower but steady pace is no gap."""
+    times = [0, 10, 20, 30, 210, 220, 230]
+    rows = [HistoryEntry(index, "number", ms * 1000) for index, ms in enumerate(times)][::-1]
+    chart = numeric_chart(rows)
+    assert chart is not None and [len(line.split()) for line in chart.lines] == [4, 3]
+    assert stretches([0, 10, 20, 45, 60, 70]) == [(0, 6)]
+    spark = sparkline(rows)
+    assert spark is not None and len(spark.lines) == 2 and spark.left == 0
 
 
 @pytest.mark.parametrize(("value", "path"), [

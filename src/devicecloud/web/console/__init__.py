@@ -39,6 +39,7 @@ def routes() -> list[BaseRoute]:
         Route(f"{DEVICE}/keep", device_pages.keep, methods=POST),
         Route("/console/bind/{token}", device_pages.bind_link, methods=ANY),
         Route("/console/bind/{token}/qr.png", device_pages.bind_qr, methods=GET),
+        WebSocketRoute("/console/live", device_pages.fleet),
         WebSocketRoute("/console/live/{token}", field_pages.live),
         Route("/console/agents", agents.agents, methods=GET),
         Route("/console/agents/add", agents.add_agent, methods=POST),

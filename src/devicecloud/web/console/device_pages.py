@@ -1,14 +1,24 @@
-"""The console's device pages: an account's devices, binding one (by token, by pairing code,
-by its bind link or QR code), and releasing or keeping it."""
+"""The console's device pages: an account's devices (a live list), binding one (by token, by
+pairing code, by its bind link or QR code), releasing or keeping it, and what a device needs
+to reach this server."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
+from starlette.websockets import WebSocket
 
+from devicecloud.addresses import is_loopback_url
 from devicecloud.core.errors import Conflict, DeviceCloudError, InvalidRequest, NotFound
-from devicecloud.core.ids import is_token
+from devicecloud.core.ids import is_token, now_ms
+from devicecloud.core.models import Account, Device, Field
 from devicecloud.core.pairing import normalise_pair_code
+from devicecloud.web.console.forms import shown
+from devicecloud.web.console.live import serve_fleet
 from devicecloud.web.console.pages import (
     HOME,
     Visit,
@@ -17,19 +27,58 @@ from devicecloud.web.console.pages import (
     console_of,
     device_of,
     group_url,
+    logged_in,
     page,
+    same_origin,
     sentence,
 )
 from devicecloud.web.console.qr import qr_png
+from devicecloud.web.console.rendering import mac_text
 from devicecloud.web.console.state import (
     PAIRINGS_EVERYWHERE,
     PAIRINGS_PER_ACCOUNT,
     PAIRINGS_PER_ADDRESS,
+    Console,
 )
 from devicecloud.web.console.throttle import in_words
 from devicecloud.web.requests import base_url
 
 BOUND = "Device bound to your account."
+LIST_VALUES = 3  # the newest fields a device's row of the list shows
+VALUE_CHARS = 40  # of each, at most
+WATCHED_DEVICES = 1000  # the list is live for an account's first this many devices
+
+
+def device_status(device: Device, online: bool) -> dict[str, Any]:
+    """What the device list and a device's page say of its status."""
+    return {"online": online, "lastSeen": now_ms() if online else device.last_seen_at}
+
+
+def clipped(value: Any) -> str:
+    text = shown(value)
+    return text if len(text) <= VALUE_CHARS else text[:VALUE_CHARS - 1] + "…"
+
+
+def newest_values(fields: list[Field]) -> list[tuple[str, str]]:
+    """The names and (clipped) values of the fields a device changed last."""
+    newest = sorted(fields, key=lambda field: field.updated_at, reverse=True)[:LIST_VALUES]
+    return [(field.name, clipped(field.value)) for field in newest]
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """A row of the device list."""
+
+    device: Device
+    label: str  # its name, or its MAC
+    online: bool
+    seen: int | None  # now, for a device online
+    values: list[tuple[str, str]]
+
+
+def label_of(device: Device) -> str:
+    name = getattr(device, "name", "")
+    return name if isinstance(name, str) and name else mac_text(device.mac)
 
 
 @page()
@@ -37,9 +86,77 @@ async def devices(visit: Visit) -> Response:
     console = visit.console
     found = await console.cloud.devices_of(visit.me)
     online = await console.presence.online([device.token for device in found])
-    listed = [(device, device.token in online) for device in found]
+    listed = [Listed(device, label_of(device), device.token in online,
+                     device_status(device, device.token in online)["lastSeen"],
+                     newest_values(await console.cloud.list_fields(device)))
+              for device in found]
     return visit.render("devices.html", devices=listed,
                         allow_list=console.settings.registration == "allow-list")
+
+
+async def live_account(websocket: WebSocket) -> Account | None:
+    """The account of a console WebSocket's session, if it is logged in and the handshake comes
+    from this site; None otherwise (then refuse the handshake)."""
+    console = console_of(websocket)
+    session = console.cookies.load(websocket.cookies)
+    account = None if session is None else await logged_in(console, session)
+    return account if account is not None and same_origin(console, websocket.headers) else None
+
+
+async def fleet(websocket: WebSocket) -> None:
+    """`/console/live`: the device list's live feed, of the visitor's own devices."""
+    console = console_of(websocket)
+    account = await live_account(websocket)
+    if account is None:
+        await websocket.close(code=4404)
+        return
+    me = account
+    tokens = [device.token for device in await console.cloud.devices_of(me)][:WATCHED_DEVICES]
+
+    async def statuses() -> dict[str, dict[str, Any]]:
+        mine = [device for device in await console.cloud.devices_of(me)
+                if device.token in watched]
+        online = await console.presence.online([device.token for device in mine])
+        return {device.token: device_status(device, device.token in online) for device in mine}
+
+    async def status_of(token: str) -> dict[str, Any]:
+        device = await device_of(console, token)
+        status = await console.presence.status(token)
+        return device_status(device, status.online) if device is not None else {}
+
+    watched = set(tokens)
+    with console.feeds.watch_all(tokens) as watcher:
+        await websocket.accept()
+        await serve_fleet(websocket, watcher, me.id, statuses, status_of)
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    """What a device needs to reach this server, for the "Connect a device" card."""
+
+    http: str  # the base of EzData's HTTP API
+    websocket: str
+    mqtt: str  # host:port, or a sentence when MQTT is elsewhere or off
+    mqtts: str  # host:port of MQTT over TLS, or ""
+    loopback: bool  # the address is this machine's only: no device elsewhere reaches it
+    public_url_set: bool
+
+
+def connect_info(console: Console, request_base: str) -> Connect:
+    settings = console.settings
+    base = settings.base_url(request_base)
+    host = urlsplit(base).hostname or "localhost"
+    host = f"[{host}]" if ":" in host else host
+    if settings.mqtt_broker:
+        mqtt = "this server's MQTT broker (ask its administrator for the address)"
+    elif settings.mqtt_port:
+        mqtt = f"{host}:{settings.mqtt_port}"
+    else:
+        mqtt = "off on this server"
+    mqtts = f"{host}:{settings.mqtts_port}" if settings.tls and not settings.mqtt_broker else ""
+    scheme = "wss" if base.startswith("https://") else "ws"
+    return Connect(base, f"{scheme}://{urlsplit(base).netloc}/ws", mqtt, mqtts,
+                   is_loopback_url(base), bool(settings.public_url))
 
 
 @page()

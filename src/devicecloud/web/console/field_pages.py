@@ -1,5 +1,6 @@
 """The console's pages of one device's group of fields: the field table and its live feed,
-adding, editing and deleting a field, and a field's history."""
+adding, editing and deleting a field (by a form, or by a script asking for JSON), and a
+field's history."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket
 
 from devicecloud.core.errors import DeviceCloudError, InvalidRequest
 from devicecloud.core.ids import now_ms
 from devicecloud.core.models import Device, Field
-from devicecloud.web.console.chart import numeric_chart
+from devicecloud.web.console.chart import Chart, numeric_chart, sparkline
+from devicecloud.web.console.device_pages import connect_info, live_account
 from devicecloud.web.console.forms import parse_value
 from devicecloud.web.console.live import serve_live
 from devicecloud.web.console.pages import (
@@ -21,10 +23,9 @@ from devicecloud.web.console.pages import (
     bind_url,
     console_of,
     group_url,
-    logged_in,
     owned_device,
     page,
-    same_origin,
+    sentence,
 )
 from devicecloud.web.console.rendering import row
 from devicecloud.web.console.state import Console
@@ -32,6 +33,7 @@ from devicecloud.web.console.state import Console
 HISTORY_PAGE_SIZE = 50
 FIELDS_PAGE_SIZE = 100  # rows of a device page's field table
 CHART_POINTS = 200
+SPARK_POINTS = 40  # of a device page row's sparkline
 
 
 async def _status(console: Console, device: Device) -> dict[str, Any]:
@@ -54,6 +56,22 @@ def _fields_page(fields: list[Field], number: str) -> tuple[list[Field], int, in
     return fields[start:start + FIELDS_PAGE_SIZE], page_number, pages
 
 
+def _is_number(field: Field) -> bool:
+    return field.data_type == "number" and isinstance(field.value, int | float) and (
+        not isinstance(field.value, bool))
+
+
+async def _sparklines(console: Console, fields: list[Field]) -> dict[str, Chart]:
+    """The sparkline of each numeric field among `fields` with two values or more."""
+    lines = {}
+    for field in fields:
+        if _is_number(field):
+            recent, _ = await console.cloud.history(field, 1, SPARK_POINTS)
+            if (line := sparkline(recent)) is not None:
+                lines[field.name] = line
+    return lines
+
+
 @page()
 async def group(visit: Visit) -> Response:
     device = await visit.owned()
@@ -64,16 +82,17 @@ async def group(visit: Visit) -> Response:
     shown, page_number, pages = _fields_page(fields, visit.request.query_params.get("page", ""))
     return visit.render("group.html", device=device, status=await _status(console, device),
                         rows=[row(field.record()) for field in shown], total=len(fields),
-                        page=page_number, pages=pages, bind_url=bind_url(visit.base_url, device))
+                        page=page_number, pages=pages, bind_url=bind_url(visit.base_url, device),
+                        sparks=await _sparklines(console, shown),
+                        connect=connect_info(console, visit.base_url))
 
 
 async def live(websocket: WebSocket) -> None:
     """`/console/live/{token}`: the group page's live feed, for the device's owner only."""
     console = console_of(websocket)
-    session = console.cookies.load(websocket.cookies)
-    account = None if session is None else await logged_in(console, session)
+    account = await live_account(websocket)
     device = await owned_device(console, account, websocket.path_params["token"])
-    if account is None or device is None or not same_origin(console, websocket.headers):
+    if account is None or device is None:
         await websocket.close(code=4404)  # before accepting: the handshake is refused
         return
     token, cloud = device.token, console.cloud
@@ -93,12 +112,25 @@ async def live(websocket: WebSocket) -> None:
         await serve_live(websocket, watcher, account.id, snapshot, status)
 
 
+def _wants_json(visit: Visit) -> bool:
+    """The page's script sent the form and reads the answer itself (the page stays)."""
+    return visit.request.headers.get("accept", "").startswith("application/json")
+
+
 async def _on_field(visit: Visit, change: Callable[[Device], Awaitable[str]]) -> Response:
-    """A change to one of the visitor's devices, back on its page."""
+    """A change to one of the visitor's devices, back on its page; to the page's script, its
+    answer as JSON (`{"message"}`, or `{"error"}` with 400, 404 for a device not theirs)."""
     device = await visit.owned()
+    if not _wants_json(visit):
+        if device is None:
+            return visit.not_found()
+        return await visit.act(group_url(device), lambda: change(device))
     if device is None:
-        return visit.not_found()
-    return await visit.act(group_url(device), lambda: change(device))
+        return JSONResponse({"error": "There is nothing here, or it is not yours."}, 404)
+    try:
+        return JSONResponse({"message": await change(device)})
+    except DeviceCloudError as problem:
+        return JSONResponse({"error": sentence(str(problem))}, 400)
 
 
 async def _write_field(visit: Visit, adding: bool) -> Response:
