@@ -177,17 +177,29 @@ async def test_bind_by_pair_code_and_release(server: Server) -> None:
 
 # Listing ---------------------------------------------------------------------------------------
 
-def test_paging_lists_every_device_once_in_a_stable_order(server: Server) -> None:
+async def test_paging_lists_every_device_once_in_a_stable_order(server: Server) -> None:
     ada = account(server)
-    ids = [ada.bind(server.register())["id"] for _ in range(130)]
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        async def bind() -> str:
+            mac = random_mac()
+            token = (await http.post("/api/v2/device/registerMac",
+                                     json={"deviceType": "basic", "mac": mac})).json()["data"]
+            reply = await http.post("/api/v1/devices", json={"token": token},
+                                    headers={"Authorization": f"Bearer {ada.key}"})
+            assert reply.status_code == 200, reply.text
+            found: str = reply.json()["id"]
+            return found
+
+        bound = await asyncio.gather(*(bind() for _ in range(130)))
+    whole = ada.call("GET", "/devices", params={"limit": 1000})
+    ids = [item["id"] for item in whole["items"]]
+    assert sorted(ids) == sorted(bound) and whole["next_cursor"] is None
     first = ada.call("GET", "/devices")
     assert len(first["items"]) == 100 and first["next_cursor"]
     walked, pages = ada.walk()
     assert [item["id"] for item in walked] == ids and pages == 2
     walked, pages = ada.walk(limit=7)
     assert [item["id"] for item in walked] == ids and pages == 19
-    one = ada.call("GET", "/devices", params={"limit": 1000})
-    assert [item["id"] for item in one["items"]] == ids and one["next_cursor"] is None
 
 
 async def test_filters_q_tag_and_online(server: Server) -> None:
