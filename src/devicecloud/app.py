@@ -51,6 +51,7 @@ from devicecloud.web import (
     mqtt_auth_http,
     openapi,
 )
+from devicecloud.web.api_v1 import events as api_events
 from devicecloud.web.api_v1.problems import router_problem
 from devicecloud.web.errors import ezdata_refusal
 from devicecloud.web.redirect import HttpsPages
@@ -128,6 +129,7 @@ async def drain(state: Mapping[str, Any]) -> None:
     running = started(state)
     if running is None:
         return
+    running.cloud.events.stop_streams()  # event streams end: their clients resume elsewhere
     if running.mqtt is not None:
         await running.mqtt.stop_accepting()
     await running.hub.drain()
@@ -195,6 +197,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         presence = RedisPresence(hub, settings.bus_url) if settings.bus_url else LocalPresence(hub)
         stack.push_async_callback(presence.close)
         await presence.start()
+        cloud.events.presence = presence
+        stack.push_async_callback(_stop, asyncio.create_task(cloud.events.run()))
         stack.push_async_callback(resync.close)
         accounts = Accounts(store)
         pages = console.Console(settings, load_secret(settings.secret_path), cloud, accounts,
@@ -247,7 +251,9 @@ def create_app(settings: Settings) -> Starlette:
         WebSocketRoute("/connect_espai_node", espai_ws),
         *espai_http.routes(),
         *api_v1.routes(),
-        *openapi.routes((*espai_http.OPERATIONS, *api_v1.OPERATIONS)),
+        *api_events.routes(),
+        *openapi.routes((*espai_http.OPERATIONS, *api_v1.OPERATIONS,
+                         *api_events.OPERATIONS)),
         *mqtt_auth_http.routes(settings),
         *console.routes(),
         *(acme_http.routes() if settings.acme_domain else []),

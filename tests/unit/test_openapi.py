@@ -13,6 +13,7 @@ from starlette.routing import Mount, Route
 from devicecloud.app import create_app
 from devicecloud.config import load_settings
 from devicecloud.web import api_v1, espai_http, ezdata_http, openapi
+from devicecloud.web.api_v1 import events as api_events
 
 
 async def rename(request: Request) -> Response:
@@ -37,12 +38,14 @@ Shape.model_rebuild()
 
 def test_every_api_route_of_the_app_is_in_the_document_in_its_order() -> None:
     app = create_app(load_settings({}))
-    spec = openapi.api_document(app.routes, (*espai_http.OPERATIONS, *api_v1.OPERATIONS))
+    spec = openapi.api_document(app.routes, (*espai_http.OPERATIONS, *api_v1.OPERATIONS,
+                                             *api_events.OPERATIONS))
     assert spec["openapi"] == "3.0.3"
     listed = [(method.upper(), path) for path, methods in spec["paths"].items()
               for method in methods]
     served = [(method, route.path_format) for route in [*ezdata_http.routes(),
-                                                        *espai_http.routes(), *api_v1.routes()]
+                                                        *espai_http.routes(), *api_v1.routes(),
+                                                        *api_events.routes()]
               for method in sorted(route.methods - {"HEAD"})]  # type: ignore[attr-defined]
     assert sorted(listed) == sorted(served)
     assert next(iter(spec["paths"])) == "/api/v2/device/registerMac"

@@ -1,4 +1,5 @@
-"""Events: every change the core commits is announced on the bus as one of these."""
+"""Events: every change the core commits is announced on the bus as one of these; those an
+account is told of are also rows of the event log (`LoggedEvent`, one of `EVENT_TYPES`)."""
 
 from __future__ import annotations
 
@@ -96,3 +97,34 @@ class EspAiMessage:
 
 Event = (FieldChanged | DeviceBound | DeviceReleased | ReleaseRequested | DeviceUpdated |
          ConnectionClaimed | PresenceChanged | EspAiMessage)
+
+
+FIELD_CHANGED = "field.changed"
+FIELD_DELETED = "field.deleted"
+FILE_UPLOADED = "file.uploaded"
+DEVICE_BOUND = "device.bound"
+DEVICE_RELEASED = "device.released"
+DEVICE_ONLINE = "device.online"
+DEVICE_OFFLINE = "device.offline"
+EVENT_TYPES = (FIELD_CHANGED, FIELD_DELETED, FILE_UPLOADED, DEVICE_BOUND, DEVICE_RELEASED,
+               DEVICE_ONLINE, DEVICE_OFFLINE)
+"""The types of the event log's rows (spec/api.md section 5)."""
+
+
+@dataclass(slots=True, frozen=True)
+class LoggedEvent:
+    """A row of the event log: committed, with its account's device named by its public id.
+
+    `id` is unique and increases in commit order; `data` is the type's own (a field's `name`,
+    `value` and `source`; a presence change's `transport`)."""
+
+    id: int
+    type: str
+    device: str
+    data: dict[str, Any]
+    created: int
+
+    def as_json(self) -> dict[str, Any]:
+        """The event as the API gives it: `{"id", "type", "created", "data": {"device", ...}}`."""
+        return {"id": str(self.id), "type": self.type, "created": self.created,
+                "data": {"device": self.device, **self.data}}

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from devicecloud.core.device_profiles import DeviceProfile, ProfileChanges, ProfileQuery
 from devicecloud.core.espai.models import Agent, DeviceQuery, EspAiDevice, Firmware
-from devicecloud.core.events import Event
+from devicecloud.core.events import Event, LoggedEvent
 from devicecloud.core.models import Account, Device, Field, HistoryEntry, StoredFile
 
 
@@ -75,25 +75,29 @@ class FieldStore(Protocol):
 
     async def add_field(self, device_id: int, name: str, value: Any, encoded: bytes,
                         data_type: str, permissions: str, ids: tuple[str, str],
-                        now: int, most: int | None = 1000) -> Field:
+                        now: int, most: int | None = 1000, source: str = "device") -> Field:
         """Insert a field (`encoded` is the value's JSON); a taken name becomes `name(1)`,
         `name(2)`, ... Conflict ("limit reached: device.fields N") if the device already holds
-        `most` fields (None: no cap), checked in the transaction that inserts."""
+        `most` fields (None: no cap), checked in the transaction that inserts. Every write of a
+        field also writes its event (`source` says who made it) if the device has an owner."""
         ...
 
     async def modify_field(self, device_id: int, name: str, value: Any, encoded: bytes,
-                           data_type: str | None, now: int) -> Field | None:
+                           data_type: str | None, now: int,
+                           source: str = "device") -> Field | None:
         """Set an existing field's value (and type if given); None if no such name."""
         ...
 
     async def upsert_field(self, device_id: int, name: str, value: Any, encoded: bytes,
                            data_type: str, permissions: str, ids: tuple[str, str],
-                           now: int, most: int | None = 1000) -> tuple[Field, bool]:
+                           now: int, most: int | None = 1000, source: str = "api",
+                           kind: str = "field.changed") -> tuple[Field, bool]:
         """Modify the field of that name, or add it (Conflict if the device is full, as for
-        `add_field`); True when it was added."""
+        `add_field`); True when it was added. `kind` is its event's type."""
         ...
 
-    async def delete_field(self, device_id: int, name: str) -> Field | None: ...
+    async def delete_field(self, device_id: int, name: str, source: str = "device",
+                           now: int = 0) -> Field | None: ...
 
     async def get_field(self, device_id: int, name: str) -> Field | None: ...
 
@@ -104,6 +108,28 @@ class FieldStore(Protocol):
     async def history(self, field_id: str, limit: int,
                       offset: int) -> tuple[list[HistoryEntry], int]:
         """A page of a field's history, newest first, and the total count."""
+        ...
+
+
+class EventStore(Protocol):
+    """The event log: each account's events, written by the jobs that commit their changes."""
+
+    async def record_event(self, token: str, kind: str, data: dict[str, Any], now: int) -> None:
+        """Log an event of the device (by token) for its owner; nothing if it has none."""
+        ...
+
+    async def events_after(self, account_id: int, after: int, types: tuple[str, ...] = (),
+                           device: str | None = None, limit: int = 500) -> list[LoggedEvent]:
+        """The account's events with ids above `after`, in id (commit) order; only of `types`
+        and the device of public id `device` if given."""
+        ...
+
+    async def last_event_id(self) -> int:
+        """The highest event id committed so far (0 for none)."""
+        ...
+
+    async def forget_events(self, before: int, most: int) -> int:
+        """Delete up to `most` of the oldest events, those created before `before`; how many."""
         ...
 
 
@@ -233,8 +259,9 @@ class DeviceProfileStore(Protocol):
         ...
 
 
-class EzDataStore(DeviceStore, FieldStore, FileStore, DeviceProfileStore, Protocol):
-    """What EzData keeps: devices, their data fields and files."""
+class EzDataStore(DeviceStore, FieldStore, FileStore, DeviceProfileStore, EventStore,
+                  Protocol):
+    """What EzData keeps: devices, their data fields and files, and the event log."""
 
 
 class Store(EzDataStore, AccountStore, EspAiStore, Protocol):

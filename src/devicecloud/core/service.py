@@ -19,7 +19,10 @@ from devicecloud.core.errors import (
     TooLarge,
     Unauthorized,
 )
+from devicecloud.core.event_log import EventLog
 from devicecloud.core.events import (
+    FIELD_CHANGED,
+    FILE_UPLOADED,
     Change,
     DeviceBound,
     DeviceReleased,
@@ -113,6 +116,7 @@ class DeviceCloud:
         self.registration = registration
         self.fields_per_device = fields_per_device  # `--limit device.fields`; None: no cap
         self.bus = bus
+        self.events = EventLog(store, bus)  # presence and retention of the event log
         self.blobs = blobs
         self.downlink_size = downlink_size
 
@@ -236,7 +240,7 @@ class DeviceCloud:
         self._check_downlink(device, checked, encoded)
         field = await self.store.add_field(
             device.id, checked, value, encoded, data_type_of(value, data_type),
-            permissions, (new_token(), new_token()), now_ms(), self.fields_per_device)
+            permissions, (new_token(), new_token()), now_ms(), self.fields_per_device, source)
         self._announce(device, Change.ADDED, field, source, origin)
         return field
 
@@ -247,7 +251,7 @@ class DeviceCloud:
         checked, encoded = check_name(name), check_value(value)
         self._check_downlink(device, checked, encoded)
         field = await self.store.modify_field(
-            device.id, checked, value, encoded, data_type_of(value, data_type), now_ms())
+            device.id, checked, value, encoded, data_type_of(value, data_type), now_ms(), source)
         if field is None:
             raise NotFound(f"no data named {checked!r}")
         self._announce(device, Change.MODIFIED, field, source, origin)
@@ -263,7 +267,8 @@ class DeviceCloud:
         self._check_downlink(device, checked, encoded)
         field, added = await self.store.upsert_field(
             device.id, checked, value, encoded, data_type_of(value, data_type),
-            perms[:8], (new_token(), new_token()), now_ms(), self.fields_per_device)
+            perms[:8], (new_token(), new_token()), now_ms(), self.fields_per_device, source,
+            FILE_UPLOADED if change is Change.FILE else FIELD_CHANGED)
         kind = change or (Change.ADDED if added else Change.MODIFIED)
         self._announce(device, kind, field, source, origin)
         return field
@@ -272,7 +277,7 @@ class DeviceCloud:
                            origin: object = None) -> Field:
         """Delete a field and its history; an unknown name is NotFound."""
         checked = check_name(name)
-        field = await self.store.delete_field(device.id, checked)
+        field = await self.store.delete_field(device.id, checked, source, now_ms())
         if field is None:
             raise NotFound(f"no data named {checked!r}")
         await self.free_files(device, checked)

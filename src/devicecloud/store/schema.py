@@ -134,3 +134,24 @@ firmware = Table(
     Column("created_at", BigInteger, nullable=False),
     UniqueConstraint("account_id", "bin_id", "version", name="uq_firmware_account_bin_version"),
 )
+
+# The event log (migration 0009): what each account is told of, in commit order. `id` comes
+# from the one row of `event_seq`, taken in the transaction that writes the events, so ids are
+# unique and increase in commit order on every engine (see docs/architecture.md, The event log).
+events = Table(
+    "events", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=False),
+    Column("account_id", Integer, nullable=False),
+    Column("device", String(32), nullable=False),  # the device's public id
+    Column("type", String(32), nullable=False),
+    Column("data", Text, nullable=False),  # the event's data as JSON, without `device`
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_events_account", "account_id", "id"),
+)
+
+event_seq = Table(
+    "event_seq", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("last_id", BigInteger, nullable=False),
+)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from devicecloud.core.events import DEVICE_BOUND, DEVICE_RELEASED
 from devicecloud.core.models import Device
 from devicecloud.store.connection import Connection
 from devicecloud.store.sql.base import SqlPart
+from devicecloud.store.sql.events import record_for
 
 _DEVICE_COLUMNS = ("id, mac, token, device_type, created_at, updated_at, last_seen_at, owner_id, "
                    "downlink_limit, release_requested_at")
@@ -47,7 +49,10 @@ def _release_device(conn: Connection, device_id: int, owner_id: int, now: int) -
     cursor = conn.execute("UPDATE devices SET owner_id = NULL, agent_id = NULL, updated_at = ?, "
                           "release_requested_at = NULL, release_refused_until = NULL "
                           "WHERE id = ? AND owner_id = ?", (now, device_id, owner_id))
-    return cursor.rowcount == 1
+    if cursor.rowcount != 1:
+        return False
+    record_for(conn, device_id, owner_id, DEVICE_RELEASED, "{}", now)
+    return True
 
 
 def _request_release(conn: Connection, device_id: int, owner_id: int, now: int) -> bool:
@@ -68,20 +73,34 @@ def _refuse_release(conn: Connection, device_id: int, owner_id: int, until: int)
 
 
 def _release_due(conn: Connection, asked_before: int, now: int) -> list[str]:
-    # Each row is released once, whichever process sweeps first.
-    rows = conn.execute("UPDATE devices SET owner_id = NULL, agent_id = NULL, updated_at = ?, "
-                        "release_requested_at = NULL WHERE release_requested_at <= ? "
-                        "RETURNING token", (now, asked_before)).fetchall()
-    return [row[0] for row in rows]
+    # Each row is released once, whichever process sweeps first (the owner it had is told).
+    due = conn.execute("SELECT id, owner_id, token FROM devices WHERE release_requested_at <= ?",
+                       (asked_before,)).fetchall()
+    released = []
+    for device_id, owner_id, token in due:
+        cursor = conn.execute("UPDATE devices SET owner_id = NULL, agent_id = NULL, "
+                              "updated_at = ?, release_requested_at = NULL WHERE id = ? AND "
+                              "owner_id = ? AND release_requested_at <= ?",
+                              (now, device_id, owner_id, asked_before))
+        if cursor.rowcount == 1:
+            record_for(conn, device_id, owner_id, DEVICE_RELEASED, "{}", now)
+            released.append(token)
+    return released
 
 
 def _bind_device(conn: Connection, device_id: int, owner_id: int, now: int) -> bool:
+    # A bind by the owner it has already is no news.
+    before = conn.execute("SELECT owner_id FROM devices WHERE id = ?", (device_id,)).fetchone()
     cursor = conn.execute("UPDATE devices SET owner_id = ?, updated_at = ?, "
                           "release_requested_at = NULL, release_refused_until = CASE WHEN "
                           "owner_id = ? THEN release_refused_until END "
                           "WHERE id = ? AND (owner_id IS NULL OR owner_id = ?)",
                           (owner_id, now, owner_id, device_id, owner_id))
-    return cursor.rowcount == 1
+    if cursor.rowcount != 1:
+        return False
+    if before is not None and before[0] != owner_id:
+        record_for(conn, device_id, owner_id, DEVICE_BOUND, "{}", now)
+    return True
 
 
 def _devices_of(conn: Connection, owner_id: int) -> list[Device]:

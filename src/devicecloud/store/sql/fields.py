@@ -9,11 +9,13 @@ from typing import Any
 import orjson
 
 from devicecloud.core.errors import Conflict
+from devicecloud.core.events import FIELD_CHANGED, FIELD_DELETED
 from devicecloud.core.models import Field, HistoryEntry
 from devicecloud.store.connection import Connection
 from devicecloud.store.group_commit import GroupCommitter
 from devicecloud.store.reads import Readers
 from devicecloud.store.sql.base import SqlPart
+from devicecloud.store.sql.events import field_data, record
 
 _FIELD_COLUMNS = "id, data_token, device_id, name, value, data_type, permissions, created_at, " \
                  "updated_at"
@@ -71,9 +73,19 @@ def _candidates(name: str, start: int) -> list[str]:
 
 def _add_field(conn: Connection, device_id: int, name: str, value: Any, encoded: str,
                data_type: str, permissions: str, ids: tuple[str, str],
-               now: int, most: int | None) -> Field | None:
+               now: int, most: int | None, source: str) -> Field | None:
     """Insert under the first free name of `name`, `name(1)`, ...; None if the device is full.
     The names are looked up by the (device, name) index, 32 per statement."""
+    field = _add_free(conn, device_id, name, value, encoded, data_type, permissions, ids, now,
+                      most)
+    if field is not None:
+        record(conn, [(device_id, FIELD_CHANGED, field_data(field.name, encoded, source), now)])
+    return field
+
+
+def _add_free(conn: Connection, device_id: int, name: str, value: Any, encoded: str,
+              data_type: str, permissions: str, ids: tuple[str, str],
+              now: int, most: int | None) -> Field | None:
     if _full(conn, device_id, most):
         return None
     start = 0
@@ -104,6 +116,15 @@ def _modify_field(conn: Connection, device_id: int, name: str, value: Any, encod
     return field
 
 
+def _modify_logged(conn: Connection, device_id: int, name: str, value: Any, encoded: str,
+                   data_type: str | None, now: int, source: str) -> Field | None:
+    """`_modify_field`, with its event."""
+    field = _modify_field(conn, device_id, name, value, encoded, data_type, now)
+    if field is not None:
+        record(conn, [(device_id, FIELD_CHANGED, field_data(name, encoded, source), now)])
+    return field
+
+
 # Changes of fields known by id go to the database as multi-row statements, so that a batch costs a
 # few statement executions (the driver lets other threads run during each) rather than two per
 # change. Each change is one row (field id, encoded value, data type, time) for both statements;
@@ -112,7 +133,7 @@ _SET_VALUES = ("UPDATE fields SET value = v.column2, data_type = v.column3, "
                "updated_at = v.column4 FROM (VALUES ", ") AS v WHERE fields.id = v.column1")
 _ADD_HISTORY = ("INSERT INTO field_history (field_id, value, data_type, created_at) VALUES ", "")
 _MAX_ROWS = 512  # rows per statement: 2,048 parameters, within both engines' limits
-KnownChange = tuple[tuple[str, str, str, int], Field]  # (the row, the resulting field)
+KnownChange = tuple[tuple[str, str, str, int], Field, str]  # (the row, the field, its source)
 
 
 @functools.lru_cache(maxsize=32)
@@ -137,21 +158,34 @@ def _run_rows(conn: Connection, statement: tuple[str, str],
 
 def _modify_known(conn: Connection, changes: list[KnownChange]) -> list[Field | None]:
     """Batched job: set the values of fields known by id. If a field is gone (deleted, perhaps by
-    another process), every change takes the `_modify_field` path instead (repeating an update
-    already made is harmless)."""
+    another process), every change takes the `_modify_logged` path instead (repeating an update
+    already made is harmless). Each change's event is written with it."""
     rows = [change[0] for change in changes]
     latest = list({row[0]: row for row in rows}.values())  # the last change of each field
     if _run_rows(conn, _SET_VALUES, latest) == len(latest):
         _run_rows(conn, _ADD_HISTORY, rows)
+        record(conn, [(f.device_id, FIELD_CHANGED, field_data(f.name, row[1], source), row[3])
+                      for row, f, source in changes])
         return [change[1] for change in changes]
-    return [_modify_field(conn, f.device_id, f.name, f.value, row[1], f.data_type, f.updated_at)
-            for row, f in changes]
+    return [_modify_logged(conn, f.device_id, f.name, f.value, row[1], f.data_type,
+                           f.updated_at, source) for row, f, source in changes]
 
 
 def _upsert_field(conn: Connection, device_id: int, name: str, value: Any, encoded: str,
                   data_type: str, permissions: str, ids: tuple[str, str],
-                  now: int, most: int | None) -> tuple[Field, bool] | None:
-    """Modify the field or add it (True); None if it is new and the device is full."""
+                  now: int, most: int | None, logged: tuple[str, str]) -> tuple[Field, bool] | None:
+    """Modify the field or add it (True); None if it is new and the device is full. `logged` is
+    the (type, source) of its event."""
+    done = _upsert_unlogged(conn, device_id, name, value, encoded, data_type, permissions, ids,
+                            now, most)
+    if done is not None:
+        record(conn, [(device_id, logged[0], field_data(name, encoded, logged[1]), now)])
+    return done
+
+
+def _upsert_unlogged(conn: Connection, device_id: int, name: str, value: Any, encoded: str,
+                     data_type: str, permissions: str, ids: tuple[str, str],
+                     now: int, most: int | None) -> tuple[Field, bool] | None:
     while True:
         field = _modify_field(conn, device_id, name, value, encoded, data_type, now)
         if field is not None:
@@ -165,12 +199,14 @@ def _upsert_field(conn: Connection, device_id: int, name: str, value: Any, encod
         # Another process added the name meanwhile: modify that one.
 
 
-def _delete_field(conn: Connection, device_id: int, name: str) -> Field | None:
+def _delete_field(conn: Connection, device_id: int, name: str, source: str,
+                  now: int) -> Field | None:
     row = conn.execute(f"DELETE FROM fields WHERE device_id = ? AND name = ? "
                        f"RETURNING {_FIELD_COLUMNS}", (device_id, name)).fetchone()
     if row is None:
         return None
     conn.execute("DELETE FROM field_history WHERE field_id = ?", (row[0],))
+    record(conn, [(device_id, FIELD_DELETED, field_data(name, None, source), now)])
     return _field(row)
 
 
@@ -225,26 +261,28 @@ class SqlFields(SqlPart):
 
     async def add_field(self, device_id: int, name: str, value: Any, encoded: bytes,
                         data_type: str, permissions: str, ids: tuple[str, str],
-                        now: int, most: int | None = FIELDS_PER_DEVICE) -> Field:
+                        now: int, most: int | None = FIELDS_PER_DEVICE,
+                        source: str = "device") -> Field:
         field = await self._writer.call(_add_field, device_id, name, value, encoded.decode(),
-                                        data_type, permissions, ids, now, most)
+                                        data_type, permissions, ids, now, most, source)
         if field is None:
             raise Conflict(_full_text(most))
         self._remember(field)
         return field
 
     async def modify_field(self, device_id: int, name: str, value: Any, encoded: bytes,
-                           data_type: str | None, now: int) -> Field | None:
+                           data_type: str | None, now: int,
+                           source: str = "device") -> Field | None:
         known = self._known.get((device_id, name))
         if known is None or data_type is None:
-            field = await self._writer.call(_modify_field, device_id, name, value,
-                                            encoded.decode(), data_type, now)
+            field = await self._writer.call(_modify_logged, device_id, name, value,
+                                            encoded.decode(), data_type, now, source)
             self._remember(field)
             return field
         fid, data_token, permissions, created = known
         expected = Field(fid, data_token, device_id, name, value, data_type, permissions, created,
                          now)
-        change: KnownChange = ((fid, encoded.decode(), data_type, now), expected)
+        change: KnownChange = ((fid, encoded.decode(), data_type, now), expected, source)
         field = await self._writer.call_batched(_modify_known, change)
         if field is not expected:
             self._known.pop((device_id, name), None)
@@ -253,17 +291,19 @@ class SqlFields(SqlPart):
 
     async def upsert_field(self, device_id: int, name: str, value: Any, encoded: bytes,
                            data_type: str, permissions: str, ids: tuple[str, str],
-                           now: int, most: int | None = FIELDS_PER_DEVICE) -> tuple[Field, bool]:
+                           now: int, most: int | None = FIELDS_PER_DEVICE, source: str = "api",
+                           kind: str = FIELD_CHANGED) -> tuple[Field, bool]:
         done = await self._writer.call(_upsert_field, device_id, name, value, encoded.decode(),
-                                       data_type, permissions, ids, now, most)
+                                       data_type, permissions, ids, now, most, (kind, source))
         if done is None:
             raise Conflict(_full_text(most))
         self._remember(done[0])
         return done
 
-    async def delete_field(self, device_id: int, name: str) -> Field | None:
+    async def delete_field(self, device_id: int, name: str, source: str = "device",
+                           now: int = 0) -> Field | None:
         self._known.pop((device_id, name), None)
-        return await self._writer.call(_delete_field, device_id, name)
+        return await self._writer.call(_delete_field, device_id, name, source, now)
 
     async def get_field(self, device_id: int, name: str) -> Field | None:
         return await self._reader.call(_get_field, device_id, name)

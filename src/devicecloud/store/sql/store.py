@@ -6,10 +6,12 @@ from devicecloud.store.sql.accounts import SqlAccounts
 from devicecloud.store.sql.device_profiles import SqlDeviceProfiles
 from devicecloud.store.sql.devices import SqlDevices
 from devicecloud.store.sql.espai import SqlEspAi
+from devicecloud.store.sql.events import SqlEvents
 from devicecloud.store.sql.fields import SqlFields
 from devicecloud.store.sql.files import SqlFiles
 
 
-class SqlStore(SqlDevices, SqlDeviceProfiles, SqlFields, SqlFiles, SqlAccounts, SqlEspAi):
+class SqlStore(SqlDevices, SqlDeviceProfiles, SqlFields, SqlFiles, SqlAccounts, SqlEspAi,
+               SqlEvents):
     """The `Store` port: writes as jobs for a group-committing writer, reads on `Readers`;
     `SqliteStore` and `PostgresStore` choose the engine."""
