@@ -175,6 +175,18 @@ async def test_bind_by_pair_code_and_release(server: Server) -> None:
         await device.close()
 
 
+def test_wrong_pairing_codes_are_counted_as_the_consoles(own_server: Server) -> None:
+    own_server.start()
+    ada = account(own_server)
+    for _ in range(10):  # the console's budget per account: 10 wrong codes in 10 minutes
+        ada.call("POST", "/devices", 404, json={"pair_code": "ZZZZ-ZZZZ"})
+    reply = ada.http.post("/devices", json={"pair_code": "ZZZZ-ZZZZ"})
+    doc = problem_of(reply)
+    assert doc["status"] == 429 and doc["detail"].startswith("pair_code"), doc
+    assert 1 <= int(reply.headers["retry-after"]) <= 600
+    assert account(own_server).call("POST", "/devices", 404, json={"pair_code": "ZZZZ-ZZZZ"})
+
+
 # Listing ---------------------------------------------------------------------------------------
 
 async def test_paging_lists_every_device_once_in_a_stable_order(server: Server) -> None:
