@@ -238,7 +238,8 @@ def pair(tmp_path: Path) -> Iterator[list[Server]]:
     redis.start()
     data = tmp_path / "data"
     url = postgres_database(data, CLUSTER_POSTGRES)
-    limits = ("--limit", "device.messages=1/min:6", "--limit", "ip.register=1/min:4")
+    limits = ("--limit", "device.messages=1/min:6", "--limit", "ip.register=1/min:4",
+              "--limit", "ip.connections=3")
     servers = [Server(data, extra_args=("--bus-url", redis.url, *limits),
                       env={"DEVICECLOUD_DATABASE_URL": url}).start() for _ in range(2)]
     yield servers
@@ -279,3 +280,18 @@ async def test_requests_waiting_for_a_lease_keep_their_order(pair: list[Server])
     refused = await other.request(104, name="o")
     assert refused["code"] == 500 and "device.messages 1/min" in refused["msg"], refused
     await other.close()
+
+
+async def test_open_connections_are_capped_across_processes(pair: list[Server]) -> None:
+    macs = [random_mac() for _ in range(4)]
+    tokens = [await asyncio.to_thread(pair[0].register, mac) for mac in macs]
+    held = [await RawMqtt.device(pair[n % 2].mqtt_port, tokens[n], macs[n]) for n in range(3)]
+    fourth = await RawMqtt.open(pair[1].mqtt_port)
+    await fourth.send(fourth.session.connect(mqtt.Connect(client_id=client_id(macs[3]),
+                                                          username=tokens[3])))
+    assert await fourth.recv() == mqtt.Connack(False, 3)  # two on one process, one on the other
+    await held[0].close()  # on the first process: the second may let one in now
+    connected = await asyncio.wait_for(_connect_when_allowed(pair[1], tokens[3], macs[3]), 5)
+    await connected.assert_pong_next(tokens[3])
+    for client in (connected, *held[1:]):
+        await client.close()
