@@ -101,5 +101,7 @@ async def test_the_list_is_searched_and_sorted(server: Server, browser: Browser)
     assert await shown_rows(tab) == [] and await tab.page.is_visible("#no-match")
     await tab.page.fill("#device-search", "")
     assert await shown_rows(tab) == names
+    await tab.page.set_viewport_size({"width": 375, "height": 812})
+    assert await tab.fits_width()
     assert not tab.dialogs and not tab.errors
     await tab.close()

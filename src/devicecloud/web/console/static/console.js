@@ -296,7 +296,7 @@
       }
       const reply = await answer.json();
       note.textContent = reply.message || reply.error || "";
-      note.className = "flash" + (reply.error ? " error" : "");
+      note.className = "note" + (reply.error ? " error" : "");
       note.hidden = false;
     });
   }
