@@ -23,7 +23,7 @@ def test_a_cursor_gives_back_the_key_it_was_made_from() -> None:
 @pytest.mark.parametrize("cursor", ["!!", "e30", encode_cursor(("x",)), encode_cursor((1, 2)),
                                     "W3RydWVd", "x" * 600, "é"])
 def test_a_cursor_not_made_here_is_refused_naming_cursor(cursor: str) -> None:
-    with pytest.raises(InvalidRequest, match="^cursor: "):
+    with pytest.raises(InvalidRequest, match=r"^cursor: "):
         cursor_of(QueryParams({"cursor": cursor}), (int,))
 
 
@@ -31,7 +31,7 @@ def test_limit_defaults_to_100_and_stays_within_1_to_1000() -> None:
     assert limit_of(QueryParams("")) == 100
     assert limit_of(QueryParams("limit=1000")) == 1000
     for bad in ("0", "1001", "-1", "1.5", "x", "١٢"):
-        with pytest.raises(InvalidRequest, match="^limit: "):
+        with pytest.raises(InvalidRequest, match=r"^limit: "):
             limit_of(QueryParams({"limit": bad}))
 
 
