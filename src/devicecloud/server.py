@@ -199,8 +199,21 @@ def listening_socket(host: str, port: int, reuse_port: bool, what: str = "HTTP",
     return sock
 
 
+def check_tls(settings: Settings) -> None:
+    """Stop the start if the TLS settings cannot work: a given pair that cannot be used, or
+    `--http-redirect` with no HTTPS port of our own to send pages to."""
+    if settings.http_redirect and not (settings.tls and settings.https_port):
+        raise StartupError("--http-redirect (DEVICECLOUD_HTTP_REDIRECT) sends console pages to "
+                           "this server's HTTPS port: give --tls-cert and --tls-key, or "
+                           "--acme-domain, and an --https-port; behind a proxy that ends TLS, "
+                           "have the proxy redirect")
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        Certificates(settings.tls_cert, settings.tls_key)
+
+
 def serve_one(settings: Settings) -> None:
     """This process serves HTTP, WebSocket and MQTT until SIGINT or SIGTERM."""
+    check_tls(settings)
     raise_file_limit()
     app = create_app(settings)
     config = uvicorn.Config(
@@ -306,9 +319,8 @@ def serve_workers(settings: Settings, argv: list[str]) -> int:
     """Supervise `settings.workers` processes that share the ports (SO_REUSEPORT); a worker that
     dies is started again; SIGINT or SIGTERM stops them all gracefully. The workers share a
     metrics directory, so that each reports the whole server."""
+    check_tls(settings)  # a problem stops here, not each worker again and again
     migrate.upgrade(settings.database)  # once, before the workers race for it
-    if settings.tls_cert is not None and settings.tls_key is not None:
-        Certificates(settings.tls_cert, settings.tls_key)  # a bad pair stops here, not each worker
     metrics = tempfile.mkdtemp(prefix="devicecloud-metrics-")
     env = {**os.environ, "DEVICECLOUD_WORKERS": "1", "DEVICECLOUD_REUSE_PORT": "true",
            SHARED_DIR: metrics}

@@ -25,7 +25,13 @@ from support.clients import WsDevice
 from support.console_client import PASSWORD, ConsoleUser
 from support.mqtt_clients import RawMqtt, client_id
 from support.polling import eventually
-from support.server import CLUSTER_POSTGRES, postgres_database, postgres_problem, random_mac
+from support.server import (
+    CLUSTER_POSTGRES,
+    Server,
+    postgres_database,
+    postgres_problem,
+    random_mac,
+)
 from support.services import PrivateRedis
 from support.tls import NAMES, TlsFiles, TlsServer, der, presented
 
@@ -354,6 +360,15 @@ def test_a_bad_new_pair_keeps_the_old_one_and_says_why(own_tls: TlsServer) -> No
 
 def leaf_files(leaf: trustme.LeafCert) -> tuple[bytes, bytes]:
     return leaf.cert_chain_pems[0].bytes(), leaf.private_key_pem.bytes()
+
+
+def test_http_redirect_without_tls_of_its_own_is_refused(own_server: Server) -> None:
+    own_server.extra_args = ("--http-redirect",)
+    with pytest.raises(RuntimeError, match="server exited early"):
+        own_server.start()
+    assert own_server.stop() == 2
+    assert "--http-redirect (DEVICECLOUD_HTTP_REDIRECT) sends console pages to this server's " \
+        "HTTPS port: give --tls-cert and --tls-key" in own_server.log()
 
 
 def test_a_bad_pair_at_the_start_is_one_line(tmp_path: Path) -> None:
