@@ -180,6 +180,36 @@ async def test_deletions_uploads_and_releases_are_events(server: Server) -> None
         ("device.released", {})]
 
 
+async def test_binds_edits_and_releases_through_the_api_are_events(server: Server) -> None:
+    ada = Account(server)
+    token = server.register()
+    async with ada.events() as stream, httpx.AsyncClient(
+            base_url=f"{server.url}/api/v1", headers={"Authorization": f"Bearer {ada.key}"}) as api:
+        bound = await api.post("/devices", json={"token": token})
+        assert bound.status_code == 200, bound.text
+        device = bound.json()["id"]
+        assert (await api.put(f"/devices/{device}/fields/fan", json={"value": 3})).is_success
+        assert (await api.delete(f"/devices/{device}/fields/fan")).status_code == 204
+        assert (await api.delete(f"/devices/{device}")).status_code == 204
+        events = [await stream.next() for _ in range(4)]
+    assert [(e["type"], e["data"]) for e in events] == [
+        ("device.bound", {"device": device}),
+        ("field.changed", {"device": device, "name": "fan", "value": 3, "source": "user"}),
+        ("field.deleted", {"device": device, "name": "fan", "source": "user"}),
+        ("device.released", {"device": device})]
+
+
+async def test_a_stopping_server_ends_its_streams(own_server: Server) -> None:
+    server = own_server.start()
+    ada = Account(server)
+    async with ada.events() as stream:
+        started = time.monotonic()
+        assert server.stop() == 0
+        with pytest.raises((AssertionError, httpx.HTTPError)):
+            await stream.next()  # the stream ends (or the connection with it)
+    assert time.monotonic() - started < 5
+
+
 async def test_last_event_id_resumes_with_no_gap_and_no_repeat(server: Server) -> None:
     ada = Account(server)
     token = server.register()
