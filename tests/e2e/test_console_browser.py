@@ -195,8 +195,8 @@ async def test_browser_edits_reach_the_device_as_107_109_108(
         row = tab.page.locator("#fields tr[data-name=mode]")
         await row.locator("details.f-edit > summary").click()
         await row.locator("details.confirm > summary").click()
-        await tab.page.click("#confirm-yes")
-        await tab.page.wait_for_url(f"**/console/devices/{token}")
+        async with tab.page.expect_navigation():
+            await tab.page.click("#confirm-yes")
         pushed = await ws.recv_json(timeout=4)
         assert pushed["cmd"] == 108 and pushed["body"]["name"] == "mode"
         assert (await next_push(paho))["cmd"] == 108

@@ -7,6 +7,7 @@
   const IMAGE_PATH = /^\/files\/[0-9a-f]{32}\/[^/]+\.(png|jpe?g|gif|bmp|webp)$/i;
   const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || "local time";
   const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+  document.documentElement.classList.add("js");  // what needs this script shows only with it
 
   function ago(ms) {
     const seconds = Math.round((Date.now() - ms) / 1000);
@@ -274,7 +275,6 @@
       input.value = next.toFixed(places);
       form.requestSubmit();
     });
-    for (const step of document.querySelectorAll(".f-stepper .step")) step.hidden = false;
     document.addEventListener("submit", async (event) => {
       const form = event.target;
       if (!form.classList.contains("f-quick")) return;
