@@ -11,7 +11,7 @@ stream reads the log when something about one of the account's devices happens i
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import re
 from collections.abc import AsyncIterator, Callable
 
@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from devicecloud.core.errors import InvalidRequest
+from devicecloud.core.errors import DeviceCloudError, InvalidRequest
 from devicecloud.core.events import (
     EVENT_TYPES,
     DeviceBound,
@@ -37,10 +37,13 @@ from devicecloud.web.errors import PROBLEM_JSON
 from devicecloud.web.openapi import Operation
 from devicecloud.web.services import Services, services
 
+log = logging.getLogger(__name__)
+
 HEARTBEAT_SECONDS = 15.0
 POLL_SECONDS = 1.0  # the longest a stream goes without reading the log
 PAGE = 500  # events read per query
-MAX_WATCHED = 10_000  # devices whose events (from other processes too) wake a stream
+MAX_WATCHED = 1_000  # devices whose events (from other processes too) wake a stream; the
+# events of an account's further devices come with the next poll
 _PUBLIC_ID = re.compile(r"[0-9a-f]{32}")
 _MAX_ID = 2 ** 63 - 1
 
@@ -113,17 +116,21 @@ class _Wake:
 
 
 async def _stream(running: Services, account: Account, after: int, types: tuple[str, ...],
-                  device: str | None) -> AsyncIterator[bytes]:
+                  device: str | None, tokens: list[str]) -> AsyncIterator[bytes]:
     store = running.cloud.store
     stopping = running.cloud.events.stopping
     loop = asyncio.get_running_loop()
-    wake = _Wake(running, account, [d.token for d in await running.cloud.devices_of(account)])
+    wake = _Wake(running, account, tokens)
     try:
         yield b"retry: 2000\n\n"
         last, beat = after, loop.time() + HEARTBEAT_SECONDS
         while not stopping.is_set():
             wake.now.clear()
-            batch = await store.events_after(account.id, last, types, device, PAGE)
+            try:
+                batch = await store.events_after(account.id, last, types, device, PAGE)
+            except DeviceCloudError as problem:  # the client resumes from `last` once back
+                log.warning("event stream ended: %s", problem)
+                return
             for event in batch:
                 yield frame(event)
                 last = event.id
@@ -133,15 +140,13 @@ async def _stream(running: Services, account: Account, after: int, types: tuple[
                 yield b": heartbeat\n\n"
                 beat = loop.time() + HEARTBEAT_SECONDS
             timeout = min(POLL_SECONDS, max(0.0, beat - loop.time()))
-            with contextlib.suppress(TimeoutError):
-                waits = [asyncio.ensure_future(wake.now.wait()),
-                         asyncio.ensure_future(stopping.wait())]
-                try:
-                    await asyncio.wait(waits, timeout=timeout,
-                                       return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    for waiting in waits:
-                        waiting.cancel()
+            waits = [asyncio.ensure_future(wake.now.wait()),
+                     asyncio.ensure_future(stopping.wait())]
+            try:
+                await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
     finally:
         wake.close()
 
@@ -156,7 +161,8 @@ async def events(request: Request) -> Response:
     running = services(request)
     if after is None:
         after = await running.cloud.store.last_event_id()
-    return StreamingResponse(_stream(running, account, after, types, device),
+    tokens = [d.token for d in await running.cloud.devices_of(account)]
+    return StreamingResponse(_stream(running, account, after, types, device, tokens),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
