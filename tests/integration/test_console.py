@@ -190,18 +190,23 @@ def test_another_accounts_device_is_not_found(console_server: Server) -> None:
     assert token in ada.get("/console/devices").text
 
 
+async def handshakes_refused(address: str, *attempts: tuple[str, str]) -> None:
+    """Each (cookie, origin) attempt's WebSocket handshake is refused."""
+    for cookie, origin in attempts:
+        with pytest.raises(InvalidStatus):
+            async with connect(address, additional_headers={"Cookie": cookie},
+                               origin=origin):
+                pass
+
+
 async def test_live_feed_is_for_the_owner_on_this_site_only(console_server: Server) -> None:
     token = console_server.register()
     ada = ConsoleUser.sign_up(console_server)
     ada.bind(token)
     bob = ConsoleUser.sign_up(console_server)
     address = f"ws://127.0.0.1:{console_server.http_port}/console/live/{token}"
-    for cookie, origin in ((bob.cookie_header(), console_server.url), ("", console_server.url),
-                           (ada.cookie_header(), "http://evil.example")):
-        with pytest.raises(InvalidStatus):
-            async with connect(address, additional_headers={"Cookie": cookie},
-                               origin=origin):
-                pass
+    await handshakes_refused(address, (bob.cookie_header(), console_server.url),
+                             ("", console_server.url), (ada.cookie_header(), "http://evil.example"))
     async with connect(address, additional_headers={"Cookie": ada.cookie_header()},
                        origin=console_server.url) as feed:
         snapshot = json.loads(await asyncio.wait_for(feed.recv(), 2))
@@ -408,3 +413,62 @@ def test_device_text_is_escaped_in_server_rendered_pages(console_server: Server)
                  ada.get(f"/console/devices/{token}/history", params={"name": hostile}).text):
         assert hostile not in page and "<script>alert" not in page
         assert "&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+async def test_the_device_lists_feed_is_the_accounts_own(console_server: Server) -> None:
+    mine, theirs = console_server.register(), console_server.register()
+    ada = ConsoleUser.sign_up(console_server)
+    ada.bind(mine)
+    ConsoleUser.sign_up(console_server).bind(theirs)
+    address = f"ws://127.0.0.1:{console_server.http_port}/console/live"
+    await handshakes_refused(address, ("", console_server.url),
+                             (ada.cookie_header(), "http://evil.example"))
+    async with connect(address, additional_headers={"Cookie": ada.cookie_header()},
+                       origin=console_server.url) as feed:
+        first = json.loads(await asyncio.wait_for(feed.recv(), 2))
+        assert first["type"] == "devices" and list(first["devices"]) == [mine]
+        assert first["devices"][mine]["online"] is False
+        other = await WsDevice.connect(console_server.ws_url, theirs)
+        await other.request(100, name="secret", value=1)
+        device = await WsDevice.connect(console_server.ws_url, mine)
+        online = json.loads(await asyncio.wait_for(feed.recv(), 2))  # not theirs first
+        assert online["type"] == "device" and online["token"] == mine
+        assert online["status"]["online"] is True and "field" not in online
+        await device.request(100, name="temp", value=21.5)
+        change = json.loads(await asyncio.wait_for(feed.recv(), 2))
+        assert change["field"]["record"]["name"] == "temp" and change["status"]["online"]
+        await device.close()
+        offline = json.loads(await asyncio.wait_for(feed.recv(), 2))
+        assert offline["status"]["online"] is False and offline["status"]["lastSeen"] > 0
+        assert "Device released" in ada.flash(ada.post(f"/console/devices/{mine}/release"))
+        gone = json.loads(await asyncio.wait_for(feed.recv(), 2))
+        assert gone == {"type": "gone", "token": mine}
+        await other.close()
+
+
+def test_field_forms_answer_a_script_in_json(console_server: Server) -> None:
+    token = console_server.register()
+    ada = ConsoleUser.sign_up(console_server)
+    ada.bind(token)
+    ada.get(f"/console/devices/{token}")
+    as_json = {"Accept": "application/json"}
+    added = ada.http.post(f"/console/devices/{token}/fields/add", headers=as_json,
+                          data={"csrf": ada.csrf, "name": "relay", "type": "json",
+                                "value": "false"})
+    assert (added.status_code, added.json()) == (200, {"message": "Added relay."})
+    refused = ada.http.post(f"/console/devices/{token}/fields/edit", headers=as_json,
+                            data={"csrf": ada.csrf, "name": "relay", "type": "number",
+                                  "value": "on"})
+    assert refused.status_code == 400
+    assert refused.json() == {"error": "Enter a number, such as 21 or 21.5."}
+    bob = ConsoleUser.sign_up(console_server)
+    foreign = bob.http.post(f"/console/devices/{token}/fields/edit", headers=as_json,
+                            data={"csrf": bob.csrf, "name": "relay", "type": "json",
+                                  "value": "true"})
+    assert foreign.status_code == 404 and "error" in foreign.json()
+    forged = ada.http.post(f"/console/devices/{token}/fields/edit", headers=as_json,
+                           data={"csrf": "forged", "name": "relay", "type": "json",
+                                 "value": "true"})
+    assert forged.status_code == 403 and "text/html" in forged.headers["content-type"]
+    page = ada.get(f"/console/devices/{token}").text
+    assert 'role="switch" aria-checked="false"' in page  # still off: only Ada's form counted
