@@ -218,8 +218,7 @@ class Renewal:
                     failures = 0
                     if ordered and not self.certificates.reload():
                         log.warning("ACME: the new certificate is stored in %s but not in use "
-                                    "(the line before says why); a restart puts it in use",
-                                    self.folder)
+                                    "(the line before says why)", self.folder)
                     delay = next_check(expires_at, time.time())
                     log.info("ACME: the certificate for %s is %s, good until %s; next check in %s",
                              ", ".join(self.domains), "new" if ordered else "kept",

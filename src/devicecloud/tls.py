@@ -105,10 +105,13 @@ def _stat(path: Path) -> tuple[int, int, int] | None:
 class Certificates:
     """One certificate store for every TLS listener of this process."""
 
-    def __init__(self, cert: Path, key: Path, *, missing_ok: bool = False) -> None:
+    def __init__(self, cert: Path, key: Path, *, obtained: bool = False) -> None:
         """Load the pair; one that cannot be used stops the start naming the file and why.
-        With `missing_ok`, no pair yet is allowed (handshakes then fail, said once a minute)."""
+        `obtained`: the files are ACME's to write. No pair yet, or one that cannot be used (an
+        expired one), is then allowed: handshakes fail, said once a minute, until the renewal
+        writes a new pair; and a reload may change the names (they follow --acme-domain)."""
         self.cert, self.key = cert, key
+        self.obtained = obtained
         self.context = server_context()
         self.context.sni_callback = self._choose
         self.expires_at: float | None = None
@@ -116,17 +119,20 @@ class Certificates:
         self._pair: Pair | None = None
         self._seen: Signature = self._signature()
         self._warned_at = -NO_PAIR_WARNING_INTERVAL
-        if missing_ok and not cert.exists() and not key.exists():
+        if obtained and not cert.exists() and not key.exists():
             log.info("no TLS certificate in %s yet: TLS handshakes fail until there is one",
                      cert.parent)
             return
         try:
             self._use(load_pair(cert, key))
         except PairProblem as problem:
-            fix = (f"remove {cert} and {key} to have a new certificate obtained" if missing_ok
-                   else "check --tls-cert and --tls-key (DEVICECLOUD_TLS_CERT, "
-                   "DEVICECLOUD_TLS_KEY)")
-            raise StartupError(f"cannot use the TLS certificate: {problem}; {fix}") from None
+            if obtained:
+                log.warning("the stored TLS certificate cannot be used (%s): TLS handshakes "
+                            "fail until a new one is obtained", problem)
+                return
+            raise StartupError(f"cannot use the TLS certificate: {problem}; check --tls-cert "
+                               "and --tls-key (DEVICECLOUD_TLS_CERT, DEVICECLOUD_TLS_KEY)"
+                               ) from None
 
     def _use(self, pair: Pair) -> None:
         self._pair = pair
@@ -157,7 +163,7 @@ class Certificates:
             log.error("TLS certificate not reloaded, the one in use stays: %s", problem)
             return False
         old = self._pair
-        if old is not None and not set(old.names) & set(pair.names):
+        if old is not None and not self.obtained and not set(old.names) & set(pair.names):
             log.error("TLS certificate not reloaded, the one in use stays: the new certificate "
                       "%s is for %s, none of the names in use (%s); restart to change them",
                       self.cert, ", ".join(pair.names) or "no name", ", ".join(old.names))

@@ -251,7 +251,7 @@ async def test_a_refused_order_is_logged_and_retried_with_backoff(
                             acme_email="ops@device.test", acme_directory=pebble.directory,
                             acme_ca=pebble.ca_bundle)
         certificates = Certificates(settings.tls_dir / "cert.pem", settings.tls_dir / "key.pem",
-                                    missing_ok=True)
+                                    obtained=True)
         caplog.set_level(logging.INFO, logger="devicecloud.acme")
 
         def failures() -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import socket
 import ssl
@@ -38,7 +39,7 @@ async def echoed(port: int, context: ssl.SSLContext, server_name: str | None) ->
 def test_a_missing_pair_stops_the_start_unless_allowed(tmp_path: Path) -> None:
     with pytest.raises(StartupError, match=r"cannot read .*cert.pem: no such file"):
         Certificates(tmp_path / "cert.pem", tmp_path / "key.pem")
-    empty = Certificates(tmp_path / "cert.pem", tmp_path / "key.pem", missing_ok=True)
+    empty = Certificates(tmp_path / "cert.pem", tmp_path / "key.pem", obtained=True)
     assert empty.expires_at is None and empty.names == []
     files = TlsFiles(tmp_path)
     assert empty.reload() and empty.names == list(NAMES)
@@ -95,7 +96,7 @@ async def test_a_half_finished_handshake_times_out_with_one_line(
 
 async def test_no_pair_yet_refuses_handshakes_until_one_is_loaded(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    certificates = Certificates(tmp_path / "cert.pem", tmp_path / "key.pem", missing_ok=True)
+    certificates = Certificates(tmp_path / "cert.pem", tmp_path / "key.pem", obtained=True)
     listening = bound_socket("127.0.0.1", 0, False)
     port = listening.getsockname()[1]
     server = TlsServer(listening, certificates.context, Echo, "test")
@@ -111,3 +112,20 @@ async def test_no_pair_yet_refuses_handshakes_until_one_is_loaded(
     assert await echoed(port, files.client(), "localhost") == b"HELLO"
     server.close()
     await server.wait_closed()
+
+
+def test_an_obtained_pair_may_be_expired_at_the_start_and_change_its_names(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    files = TlsFiles(tmp_path)
+    ended = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1)
+    files.install(files.ca.issue_cert(*NAMES, not_before=ended - datetime.timedelta(days=90),
+                                      not_after=ended))
+    with pytest.raises(StartupError, match="expired"):
+        Certificates(files.cert, files.key)
+    with caplog.at_level(logging.WARNING, "devicecloud.tls"):
+        renewing = Certificates(files.cert, files.key, obtained=True)
+    assert renewing.expires_at is None and "cannot be used" in caplog.text
+    files.install(files.ca.issue_cert("device.test"))  # the renewal, for another name
+    assert renewing.reload() and renewing.names == ["device.test"]
+    files.install(files.ca.issue_cert("other.test"))
+    assert renewing.reload() and renewing.names == ["other.test"]
