@@ -115,6 +115,7 @@ class DeviceCloud:
         self.profiles = DeviceProfiles(store)  # names, descriptions, tags
         self.registration = registration
         self.fields_per_device = fields_per_device  # `--limit device.fields`; None: no cap
+        self.on_full: Callable[[Device, str], None] | None = None  # told of each refused add
         self.bus = bus
         self.events = EventLog(store, bus)  # presence and retention of the event log
         self.blobs = blobs
@@ -238,9 +239,13 @@ class DeviceCloud:
         """Add a field; a name already taken is stored as `name(1)`, `name(2)`, ..."""
         checked, encoded = check_name(name), check_value(value)
         self._check_downlink(device, checked, encoded)
-        field = await self.store.add_field(
-            device.id, checked, value, encoded, data_type_of(value, data_type),
-            permissions, (new_token(), new_token()), now_ms(), self.fields_per_device, source)
+        try:
+            field = await self.store.add_field(
+                device.id, checked, value, encoded, data_type_of(value, data_type),
+                permissions, (new_token(), new_token()), now_ms(), self.fields_per_device, source)
+        except Conflict as full:  # the device holds `fields_per_device` fields
+            self._full(device, full)
+            raise
         self._announce(device, Change.ADDED, field, source, origin)
         return field
 
@@ -265,10 +270,14 @@ class DeviceCloud:
         perms = permissions if isinstance(permissions, str) and permissions else "0"
         checked, encoded = check_name(name), check_value(value)
         self._check_downlink(device, checked, encoded)
-        field, added = await self.store.upsert_field(
-            device.id, checked, value, encoded, data_type_of(value, data_type),
-            perms[:8], (new_token(), new_token()), now_ms(), self.fields_per_device, source,
-            FILE_UPLOADED if change is Change.FILE else FIELD_CHANGED)
+        try:
+            field, added = await self.store.upsert_field(
+                device.id, checked, value, encoded, data_type_of(value, data_type),
+                perms[:8], (new_token(), new_token()), now_ms(), self.fields_per_device, source,
+                FILE_UPLOADED if change is Change.FILE else FIELD_CHANGED)
+        except Conflict as full:  # new, and the device holds `fields_per_device` fields
+            self._full(device, full)
+            raise
         kind = change or (Change.ADDED if added else Change.MODIFIED)
         self._announce(device, kind, field, source, origin)
         return field
@@ -351,6 +360,10 @@ class DeviceCloud:
         if stored is None:
             raise NotFound("no such file")
         return stored
+
+    def _full(self, device: Device, refusal: Conflict) -> None:
+        if self.on_full is not None:
+            self.on_full(device, str(refusal))
 
     def _check_downlink(self, device: Device, name: str, encoded: bytes) -> None:
         """TooLarge if the change would cause a message larger than the device accepts."""
