@@ -186,6 +186,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         cloud = DeviceCloud(store, bus, DiskBlobs(settings.files_dir), downlink_size=push_size,
                             registration=settings.registration,
                             fields_per_device=limits.device_fields.most)
+        cloud.on_full = lambda device, why: limits.device_fields.count(device.id, why)
         metrics = Metrics()
         store.writer.on_commit = metrics.committed
         hub = Hub(bus, metrics, limits)
