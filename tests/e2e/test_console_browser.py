@@ -130,6 +130,8 @@ async def test_device_writes_appear_live_over_websocket_and_mqtt(
         await preview.wait_for(timeout=LIVE_WITHIN_MS)
         assert await preview.evaluate("image => image.complete && image.naturalWidth > 0")
         assert await tab.page.evaluate("window.sameDocument") is True  # never reloaded
+        await tab.page.wait_for_selector("#fields tr[data-name=temperature] svg.sparkline",
+                                         timeout=3000)  # redrawn after the second value
         assert await tab.fits_width()
         await screenshot(tab.page, "console-group.png", tmp_path)
 
