@@ -166,11 +166,15 @@ async def test_bind_by_pair_code_and_release(server: Server) -> None:
         bound = ada.call("POST", "/devices", json={"pair_code": code.lower()})
         assert (await push_of(device, 106))["body"]["deviceToken"] == token
         assert bob.call("POST", "/devices", 404, json={"pair_code": code})  # used up
+        ada.call("PATCH", f"/devices/{bound['id']}",
+                 json={"tags": ["home"], "description": "in the hall"})
         ada.call("DELETE", f"/devices/{bound['id']}", 204)
         assert await device.before_marker() == []  # as the console's release: no EzData push
         ada.call("GET", f"/devices/{bound['id']}", 404)
         ada.call("DELETE", f"/devices/{bound['id']}", 404)
-        assert bob.bind(token)["id"] == bound["id"]  # free to bind again
+        again = bob.bind(token)  # free to bind again, without what Ada wrote about it
+        assert again["id"] == bound["id"]
+        assert (again["tags"], again["description"]) == ([], "")
     finally:
         await device.close()
 

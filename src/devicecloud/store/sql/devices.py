@@ -99,6 +99,9 @@ def _bind_device(conn: Connection, device_id: int, owner_id: int, now: int) -> b
     if cursor.rowcount != 1:
         return False
     if before is not None and before[0] != owner_id:
+        # A new owner starts without what an earlier one wrote about the device.
+        conn.execute("UPDATE devices SET description = '' WHERE id = ?", (device_id,))
+        conn.execute("DELETE FROM device_tags WHERE device_id = ?", (device_id,))
         record_for(conn, device_id, owner_id, DEVICE_BOUND, "{}", now)
     return True
 
