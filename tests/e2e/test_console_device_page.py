@@ -1,13 +1,14 @@
-"""A device's page and a field's history in a real browser (headless Chromium through
-Playwright) with a real WebSocket device: confirm steps before destructive actions (with and
-without scripts), a switch and a stepper whose edits reach the device with no reload, sparklines
-and the history chart (axes, values on hover, a break at a gap, live), and the "Connect a device"
-card."""
+"""A device's page, a field's history and the Agents page in a real browser (headless
+Chromium through Playwright) with a real WebSocket device: confirm steps before destructive
+actions (with and without scripts), a switch and a stepper whose edits reach the device with no
+reload, sparklines and the history chart (axes, values on hover, a break at a gap, live), and
+the "Connect a device" card."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
@@ -185,4 +186,41 @@ async def test_the_connect_card_says_where_devices_connect(server: Server,
     assert await tab.page.text_content("#connect-mqtt") == f"{host}:{server.mqtt_port}"
     warning = await tab.page.text_content("#loopback-warning") or ""
     assert "loopback" in warning and "--public-url" in warning
+    await tab.close()
+
+
+async def test_agents_and_firmware_are_deleted_only_once_confirmed(
+        server: Server, browser: Browser, tmp_path: Path) -> None:
+    tab = await ConsoleTab.open(browser, server)
+    await tab.sign_up(email())
+    await tab.page.goto("/console/agents")
+    await tab.page.fill("#agent-name", "Kitchen")
+    await tab.page.click("form[action='/console/agents/add'] button")
+    await tab.page.wait_for_selector("section.agent")
+    image = tmp_path / "app.bin"
+    image.write_bytes(b"\xe9" + bytes(255))
+    upload = tab.page.locator("form[action='/console/firmware/upload']")
+    await upload.locator("input[name=bin_id]").fill("kitchen-bin")
+    await upload.locator("input[name=version]").fill("1.0")
+    await upload.locator("input[name=file]").set_input_files(str(image))
+    async with tab.page.expect_navigation():
+        await upload.locator("button").click()
+    assert await tab.page.locator("#firmware tbody tr").count() == 1
+
+    for summary, question, left in (
+            ("#firmware details.confirm > summary", "Delete firmware kitchen-bin 1.0?",
+             "#firmware"),
+            ("section.agent details.confirm > summary", "Delete the agent Kitchen?",
+             "section.agent")):
+        await tab.page.click(summary)
+        dialog = tab.page.locator("#confirm-dialog")
+        assert question in (await dialog.locator(".confirm-question").text_content() or "")
+        await dialog.locator("button[value=no]").click()
+        await tab.page.reload()
+        assert await tab.page.locator(left).count() == 1  # still there
+        await tab.page.click(summary)
+        async with tab.page.expect_navigation():
+            await tab.page.click("#confirm-yes")
+        assert await tab.page.locator(left).count() == 0
+    assert not tab.dialogs and not tab.errors
     await tab.close()
