@@ -187,6 +187,10 @@ async def test_the_connect_card_says_where_devices_connect(server: Server,
     warning = await tab.page.text_content("#loopback-warning") or ""
     assert "loopback" in warning and "--public-url" in warning
     await tab.close()
+    newcomer = await ConsoleTab.open(browser, server)  # no devices yet: the list shows it too
+    await newcomer.sign_up(email())
+    assert await newcomer.page.text_content("#connect-mqtt") == f"{host}:{server.mqtt_port}"
+    await newcomer.close()
 
 
 async def test_agents_and_firmware_are_deleted_only_once_confirmed(

@@ -91,7 +91,8 @@ async def devices(visit: Visit) -> Response:
                      newest_values(await console.cloud.list_fields(device)))
               for device in found]
     return visit.render("devices.html", devices=listed,
-                        allow_list=console.settings.registration == "allow-list")
+                        allow_list=console.settings.registration == "allow-list",
+                        connect=connect_info(console, visit.base_url))
 
 
 async def live_account(websocket: WebSocket) -> Account | None:
