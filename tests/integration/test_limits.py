@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from support.clients import WsDevice
 from support.espai import new_tenant
 from support.mqtt_clients import RawMqtt, client_id
@@ -64,6 +65,11 @@ async def test_websocket_requests_over_the_limit_are_answered_in_turn(limited: S
     assert all(MESSAGES.fullmatch(a["msg"]) for a in answers[4:]), answers
     assert answers[3]["body"]["value"] == 13
     await device.close()
+    samples = {(s.name, s.labels.get("transport"), s.labels.get("command"),
+                s.labels.get("result")): s.value
+               for family in text_string_to_metric_families(
+                   httpx.get(f"{limited.url}/metrics").text) for s in family.samples}
+    assert samples["devicecloud_requests_total", "websocket", "modify", "error"] >= 3
     # Nothing changed by the refused ones.
     read = await asyncio.to_thread(
         patiently, lambda: httpx.get(f"{limited.url}/api/v2/{token}/dataByKey/f").json())

@@ -102,6 +102,7 @@ class DeviceSession:
     def _limited(self, slot: Slot, message: Request, wait: float) -> None:
         """Answer a request over `device.messages` in its turn, changing nothing."""
         refusal = self.hub.limits.device_messages.refusal(wait)
+        self._counters[message.cmd][1] += 1
         self.outbox.answer(slot, ezdata.error(refusal, message.cmd))
 
     def _release_held(self) -> None:
