@@ -170,6 +170,9 @@ async def test_parallel_guesses_count_before_they_are_checked(alone: Server) -> 
             for _ in range(15)))
     codes = sorted(reply.status_code for reply in replies)
     assert codes == [401] * 5 + [429] * 10
+    metrics = httpx.get(f"{alone.url}/metrics").text
+    counted = re.search(r'devicecloud_rate_limited_total\{limit="ip.logins"\} (\S+)', metrics)
+    assert counted is not None and float(counted.group(1)) >= 10  # every refusal, by its limit
 
 
 def test_forwarded_for_is_ignored_by_default(tmp_path: Path) -> None:

@@ -69,7 +69,8 @@ async def _password_is_right(visit: Visit, email: str, password: str,
     if by_email and not console.cookies.knows(visit.request.cookies, email):
         checks.append((LOGINS_PER_EMAIL, email))
     attempt = await console.throttle.attempt(*checks)
-    if attempt.wait:
+    if attempt.wait:  # every refused log-in counts under `ip.logins` (the metric, the log)
+        console.hub.limits.ip_logins.count(address, _too_many_logins(attempt.wait))
         return attempt.wait
     try:
         account = await console.accounts.authenticate(email, password)

@@ -55,6 +55,7 @@ class Console:
         chosen = parse_limits(settings.limit)["ip.logins"]
         self.logins_per_address = logins_per_address(
             chosen if isinstance(chosen, Rate) else None)
+        self.hub = hub
         self.feeds = LiveFeeds(hub)
         self.templates = environment()
 
