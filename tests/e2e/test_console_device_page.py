@@ -92,6 +92,8 @@ async def test_a_switch_and_a_stepper_edit_in_place(server: Server, browser: Bro
     await device.request(100, name="setpoint", value=20)
     await tab.open_group(token)
     await tab.page.evaluate("window.sameDocument = true")
+    assert await tab.page.text_content("#st-seen") == "just now"  # online; the time on hover
+    assert "(UTC)" in (await tab.page.get_attribute("#st-seen", "title") or "")
     switch = tab.page.locator("#fields tr[data-name=relay] button.switch")
     assert await switch.get_attribute("aria-checked") == "false"
     assert not await tab.page.is_visible("#fields tr[data-name=setpoint] .f-switch")
