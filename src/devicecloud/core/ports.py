@@ -111,6 +111,30 @@ class FieldStore(Protocol):
         ...
 
 
+class HistoryStore(Protocol):
+    """Range reads of fields' history and backfills into it (core/history.py)."""
+
+    async def history_rows(self, field_id: str, start: int, end: int, after: tuple[int, int],
+                           limit: int) -> list[tuple[int, int, str]]:
+        """Up to `limit` rows `(created_at, id, value JSON)` of the field with `start <=
+        created_at < end`, after the key `after` in `(created_at, id)` order."""
+        ...
+
+    async def history_buckets(self, field_id: str, start: int, end: int, size: int,
+                              limit: int) -> list[tuple[int, float, float, float, int, float]]:
+        """Up to `limit` buckets `(start, min, max, mean, count, last)` of `size` ms over the
+        numeric rows in `[start, end)`, oldest first."""
+        ...
+
+    async def backfill(self, device_id: int, name: str, points: list[tuple[int, str, str]],
+                       ids: tuple[str, str], most: int | None) -> tuple[Field | None, bool]:
+        """Write every point `(t, value JSON, data type)` into the field's history in one
+        transaction (adding the field with the newest if new; None if the device holds `most`
+        fields already), making the newest its value if newer; whether the value changed. No
+        event is written."""
+        ...
+
+
 class EventStore(Protocol):
     """The event log: each account's events, written by the jobs that commit their changes."""
 
@@ -259,8 +283,8 @@ class DeviceProfileStore(Protocol):
         ...
 
 
-class EzDataStore(DeviceStore, FieldStore, FileStore, DeviceProfileStore, EventStore,
-                  Protocol):
+class EzDataStore(DeviceStore, FieldStore, HistoryStore, FileStore, DeviceProfileStore,
+                  EventStore, Protocol):
     """What EzData keeps: devices, their data fields and files, and the event log."""
 
 

@@ -78,6 +78,7 @@ field_history = Table(
     Column("data_type", String(16), nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Index("ix_field_history_field", "field_id", "id"),
+    Index("ix_field_history_field_time", "field_id", "created_at"),
 )
 
 files = Table(

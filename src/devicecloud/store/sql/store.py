@@ -9,9 +9,10 @@ from devicecloud.store.sql.espai import SqlEspAi
 from devicecloud.store.sql.events import SqlEvents
 from devicecloud.store.sql.fields import SqlFields
 from devicecloud.store.sql.files import SqlFiles
+from devicecloud.store.sql.history import SqlHistory
 
 
-class SqlStore(SqlDevices, SqlDeviceProfiles, SqlFields, SqlFiles, SqlAccounts, SqlEspAi,
-               SqlEvents):
+class SqlStore(SqlDevices, SqlDeviceProfiles, SqlFields, SqlHistory, SqlFiles, SqlAccounts,
+               SqlEspAi, SqlEvents):
     """The `Store` port: writes as jobs for a group-committing writer, reads on `Readers`;
     `SqliteStore` and `PostgresStore` choose the engine."""

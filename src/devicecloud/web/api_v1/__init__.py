@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 from starlette.routing import BaseRoute, Route
 
-from devicecloud.web.api_v1 import devices, fields
+from devicecloud.web.api_v1 import devices, fields, history
 from devicecloud.web.api_v1 import schemas as s
 from devicecloud.web.errors import PROBLEM_JSON
 from devicecloud.web.openapi import NO_CONTENT, Operation
@@ -17,6 +17,7 @@ PREFIX = "/api/v1/"
 DEVICES = "/api/v1/devices"
 DEVICE = DEVICES + "/{id}"
 FIELD = DEVICE + "/fields/{name}"
+HISTORY = FIELD + "/history"
 _TAG = "devicecloud API: devices and fields"
 _KEY = "bearer"
 _BAD = ((400, s.Problem), (401, s.Problem), (429, s.Problem))
@@ -34,6 +35,8 @@ def routes() -> list[BaseRoute]:
         Route(DEVICE + "/fields", fields.list_fields, methods=["GET"]),
         Route(FIELD, fields.put_field, methods=["PUT"]),
         Route(FIELD, fields.delete_field, methods=["DELETE"]),
+        Route(HISTORY, history.get_history, methods=["GET"]),
+        Route(HISTORY, history.post_history, methods=["POST"]),
     ]
 
 
@@ -71,4 +74,19 @@ OPERATIONS: tuple[Operation, ...] = (
     _op("DELETE", FIELD, "Delete a field", (), path_params=("id", "name"),
               errors=_ONE, response_media_type=NO_CONTENT,
               description="A user edit: the device gets push 108. Answers 204."),
+    _op("GET", HISTORY, "A field's history over a time range", (s.HistoryPage,),
+              query=s.HistoryQuery, path_params=("id", "name"), errors=_SHAPE,
+              description="`from` (included) to `to` (excluded), epoch ms or RFC 3339. Raw "
+                          "rows `{t, value}` or `1m`/`1h`/`1d` buckets of a numeric field "
+                          "`{t, min, max, mean, count, last}` (422 for another field). "
+                          "`format=json` is paged; `csv` and `ndjson` stream the whole range "
+                          "in time order in one answer (`text/csv`, `application/x-ndjson`)."),
+    _op("POST", HISTORY, "Import (backfill) points into a field's history", (s.BackfillOut,),
+              body=s.BackfillPoints, path_params=("id", "name"),
+              errors=(*_SHAPE, (409, s.Problem), (413, s.Problem)),
+              description="Up to 100,000 points `[{t, value}]` of any age, or a `text/csv` "
+                          "body `t,value`: all imported or none (422 names the first bad "
+                          "point, `items.<index>.t`). Never pushed to the device; the newest "
+                          "point becomes the current value only if newer than it. A field "
+                          "not there yet is made."),
 )

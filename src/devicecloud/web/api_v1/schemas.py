@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints, ValidationError
 
 from devicecloud.core.device_profiles import MAX_DESCRIPTION, MAX_DEVICE_NAME, MAX_TAG, MAX_TAGS
 from devicecloud.web.api_v1.paging import DEFAULT_LIMIT, MAX_LIMIT
@@ -124,3 +124,49 @@ class FieldPut(BaseModel):
 
     value: Any = Field(examples=[1])
     data_type: str | None = Field(None, examples=["number"])
+
+
+class HistoryQuery(BaseModel):
+    from_: str | None = Field(None, alias="from", description="epoch ms or RFC 3339 (included)")
+    to: str | None = Field(None, description="epoch ms or RFC 3339 (excluded)")
+    aggregate: str | None = Field(None, description="raw (default), 1m, 1h or 1d")
+    format: str | None = Field(None, description="json (default, paged), csv or ndjson "
+                                                 "(the whole range, streamed)")
+    limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+    cursor: str | None = Field(None, description="`next_cursor` of the previous page")
+
+
+class HistoryItem(BaseModel):
+    """A raw row `{t, value}`, or a bucket `{t, min, max, mean, count, last}` (`t` its start)."""
+
+    t: int = Field(description="epoch ms")
+    value: Any = None
+    min: float | None = None
+    max: float | None = None
+    mean: float | None = None
+    count: int | None = None
+    last: float | None = None
+
+
+class HistoryPage(BaseModel):
+    """A page of a field's history, oldest first."""
+
+    items: list[HistoryItem]
+    next_cursor: str | None
+
+
+class HistoryPoint(BaseModel):
+    t: int = Field(examples=[1767225600000], description="epoch ms")
+    value: Any = Field(examples=[21.5])
+
+
+class BackfillPoints(RootModel[list[HistoryPoint]]):
+    """The points to import, oldest or newest first (or as CSV `t,value`)."""
+
+
+class BackfillOut(BaseModel):
+    """How many points were imported, and the field after."""
+
+    imported: int
+    value_changed: bool = Field(description="whether the newest point became the value")
+    field: FieldOut
