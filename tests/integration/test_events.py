@@ -20,6 +20,7 @@ import httpx
 import pytest
 from support.clients import WsDevice
 from support.console_client import ConsoleUser
+from support.espai import add_device, api, new_tenant
 from support.mqtt_clients import RawMqtt
 from support.server import CLUSTER_POSTGRES, Server, postgres_database, postgres_problem, random_mac
 from support.services import PrivateRedis
@@ -333,3 +334,23 @@ async def test_a_write_on_one_process_reaches_the_stream_of_another(tmp_path: Pa
             process.stop(signal.SIGKILL)
         redis.stop()
 
+
+
+async def test_espai_binds_and_unbinds_are_events(server: Server) -> None:
+    tenant = new_tenant(server)
+    headers = {"Authorization": f"Bearer {tenant.open_api_key}"}
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=30)) as http, \
+            http.stream("GET", f"{server.url}/api/v1/events", headers=headers) as reply:
+        stream = Stream(reply.aiter_lines())
+        mac = random_mac()
+        assert (await asyncio.to_thread(add_device, server, tenant, mac))["success"]
+        bound = await stream.next()
+        assert bound["type"] == "device.bound"
+        device = _data(bound)["device"]
+        unbound = await asyncio.to_thread(api, server, "/devices/del", [{"id": device}],
+                                          tenant.open_api_key)
+        assert unbound["success"], unbound
+        released = await stream.next()
+        assert (released["type"], released["data"]) == ("device.released", {"device": device})
+        assert (await asyncio.to_thread(add_device, server, tenant, mac))["success"]
+        assert (await stream.next())["type"] == "device.bound"

@@ -99,11 +99,16 @@ def _bind_device(conn: Connection, device_id: int, owner_id: int, now: int) -> b
     if cursor.rowcount != 1:
         return False
     if before is not None and before[0] != owner_id:
-        # A new owner starts without what an earlier one wrote about the device.
-        conn.execute("UPDATE devices SET description = '' WHERE id = ?", (device_id,))
-        conn.execute("DELETE FROM device_tags WHERE device_id = ?", (device_id,))
-        record_for(conn, device_id, owner_id, DEVICE_BOUND, "{}", now)
+        owner_changed(conn, device_id, owner_id, now)
     return True
+
+
+def owner_changed(conn: Connection, device_id: int, owner_id: int, now: int) -> None:
+    """In the bind's transaction: the new owner starts without what an earlier one wrote about
+    the device, and is told `device.bound`."""
+    conn.execute("UPDATE devices SET description = '' WHERE id = ?", (device_id,))
+    conn.execute("DELETE FROM device_tags WHERE device_id = ?", (device_id,))
+    record_for(conn, device_id, owner_id, DEVICE_BOUND, "{}", now)
 
 
 def _devices_of(conn: Connection, owner_id: int) -> list[Device]:

@@ -9,9 +9,12 @@ from typing import Any
 import orjson
 
 from devicecloud.core.espai.models import TEXT_COLUMNS, Agent, DeviceQuery, EspAiDevice, Firmware
+from devicecloud.core.events import DEVICE_RELEASED
 from devicecloud.store.connection import Connection
 from devicecloud.store.sql.base import SqlPart
 from devicecloud.store.sql.columns import savepoint, update_columns
+from devicecloud.store.sql.devices import owner_changed
+from devicecloud.store.sql.events import record_for
 
 _AGENT_COLUMNS = "id, account_id, name, api_key, server_url, created_at, updated_at"
 _AGENT_CHANGES = frozenset({"name", "api_key", "server_url"})
@@ -71,11 +74,14 @@ def _agents_of(conn: Connection, account_id: int) -> list[Agent]:
 
 
 def _delete_agent(conn: Connection, agent_id: str, now: int) -> list[str]:
-    tokens = [row[0] for row in conn.execute(
+    owner = conn.execute("SELECT account_id FROM agents WHERE id = ?", (agent_id,)).fetchone()
+    released = conn.execute(
         "UPDATE devices SET owner_id = NULL, agent_id = NULL, updated_at = ? WHERE agent_id = ? "
-        "RETURNING token", (now, agent_id))]
+        "RETURNING id, token", (now, agent_id)).fetchall()
     conn.execute("DELETE FROM agents WHERE id = ?", (agent_id,))
-    return tokens
+    for device_id, _ in released if owner is not None else ():
+        record_for(conn, device_id, owner[0], DEVICE_RELEASED, "{}", now)
+    return [token for _, token in released]
 
 
 # Device records ----------------------------------------------------------------------------------
@@ -89,13 +95,18 @@ def _espai_bind(conn: Connection, mac: str, token: str, agent: Agent,
                  "public_id) VALUES (?, ?, 'esp-ai', ?, ?, ?) ON CONFLICT (mac) DO NOTHING",
                  (mac, token, now, now, secrets.token_hex(16)))
     assignments = "".join(f"{column} = ?, " for column in reported)
+    before = conn.execute("SELECT owner_id FROM devices WHERE mac = ?", (mac,)).fetchone()
     row = conn.execute(
         f"UPDATE devices SET {assignments}owner_id = ?, agent_id = ?, updated_at = ?, "
         "last_seen_at = ?, public_id = COALESCE(public_id, ?) "
         "WHERE mac = ? AND (owner_id IS NULL OR owner_id = ?) RETURNING id",
         (*reported.values(), agent.account_id, agent.id, now, now, secrets.token_hex(16), mac,
          agent.account_id)).fetchone()
-    return None if row is None else _record_where(conn, "d.id = ?", row[0])
+    if row is None:
+        return None
+    if before is None or before[0] != agent.account_id:
+        owner_changed(conn, row[0], agent.account_id, now)
+    return _record_where(conn, "d.id = ?", row[0])
 
 
 def _espai_devices(conn: Connection,
@@ -150,14 +161,16 @@ def _espai_release(conn: Connection, owner_id: int, public_ids: list[str],
     the savepoint undoes those it had unbound: the owner condition is in the update itself)."""
     wanted = sorted(set(public_ids))
     with savepoint(conn) as undo:
-        tokens = [row[0] for row in conn.execute(
+        released = conn.execute(
             f"UPDATE devices SET owner_id = NULL, agent_id = NULL, updated_at = ? "
-            f"WHERE owner_id = ? AND public_id IN ({_marks(wanted)}) RETURNING token",
-            (now, owner_id, *wanted))]
-        if len(tokens) != len(wanted):
+            f"WHERE owner_id = ? AND public_id IN ({_marks(wanted)}) RETURNING id, token",
+            (now, owner_id, *wanted)).fetchall()
+        if len(released) != len(wanted):
             undo()
             return None
-    return tokens
+    for device_id, _ in released:
+        record_for(conn, device_id, owner_id, DEVICE_RELEASED, "{}", now)
+    return [token for _, token in released]
 
 
 def _set_mask_wifi_pwd(conn: Connection, account_id: int, on: bool) -> None:
