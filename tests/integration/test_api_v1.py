@@ -7,7 +7,6 @@ a device held by another."""
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,6 @@ from support.server import CLUSTER_POSTGRES, Server, postgres_database, postgres
 from support.services import PrivateRedis
 
 PROBLEM = "application/problem+json"
-KEY = re.compile(r'<code id="api-key" class="secret">([0-9a-f]{32})</code>')
 
 
 class Api:
@@ -70,10 +68,7 @@ def problem_of(reply: httpx.Response) -> dict[str, Any]:
 
 def account(server: Server) -> Api:
     """A new account, signed up in the console; its key as the account page shows it."""
-    page = ConsoleUser.sign_up(server).get("/console/account").text
-    found = KEY.search(page)
-    assert found, page
-    return Api(server, found.group(1))
+    return Api(server, ConsoleUser.sign_up(server).api_key())
 
 
 async def push_of(device: WsDevice, cmd: int, timeout: float = 5.0) -> dict[str, Any]:

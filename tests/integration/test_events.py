@@ -27,8 +27,6 @@ from support.services import PrivateRedis
 
 from devicecloud.protocols import mqtt
 
-_KEY = re.compile(r'<code id="api-key" class="secret">([0-9a-f]{32})</code>')
-
 
 class Stream:
     """A Server-Sent Events client of /api/v1/events, reading one event at a time."""
@@ -70,9 +68,7 @@ class Account:
     def __init__(self, server: Server) -> None:
         self.server = server
         self.console = ConsoleUser.sign_up(server)
-        found = _KEY.search(self.console.get("/console/account").text)
-        assert found, "the account page shows the key"
-        self.key = found.group(1)
+        self.key = self.console.api_key()
 
     def bind(self, token: str) -> None:
         assert self.console.bind(token).status_code == 303

@@ -13,6 +13,7 @@ from support.server import Server
 
 PASSWORD = "correct horse battery"
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+_API_KEY = re.compile(r'<code id="api-key" class="secret">([0-9a-f]{32})</code>')
 
 
 class ConsoleUser:
@@ -54,6 +55,13 @@ class ConsoleUser:
 
     def bind(self, token: str) -> httpx.Response:
         return self.post("/console/devices/add", token=token)
+
+    def api_key(self) -> str:
+        """The account's open_api_key, as its account page shows it."""
+        page = self.get("/console/account").text
+        found = _API_KEY.search(page)
+        assert found, page
+        return found.group(1)
 
     def cookie_header(self) -> str:
         return "; ".join(f"{name}={value}" for name, value in self.http.cookies.items())

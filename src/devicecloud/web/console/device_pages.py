@@ -13,6 +13,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.websockets import WebSocket
 
 from devicecloud.addresses import is_loopback_url
+from devicecloud.core.device_profiles import MAX_PAGE, DeviceProfile, ProfileChanges, ProfileQuery
 from devicecloud.core.errors import Conflict, DeviceCloudError, InvalidRequest, NotFound
 from devicecloud.core.ids import is_token, now_ms
 from devicecloud.core.models import Account, Device, Field
@@ -71,14 +72,15 @@ class Listed:
 
     device: Device
     label: str  # its name, or its MAC
+    tags: list[str]
     online: bool
     seen: int | None  # now, for a device online
     values: list[tuple[str, str]]
 
 
-def label_of(device: Device) -> str:
-    name = getattr(device, "name", "")
-    return name if isinstance(name, str) and name else mac_text(device.mac)
+def label_of(device: Device, profile: DeviceProfile | None) -> str:
+    """What the console calls a device: the name its owner gave it, or its MAC."""
+    return profile.name if profile is not None and profile.name else mac_text(device.mac)
 
 
 @page()
@@ -86,7 +88,11 @@ async def devices(visit: Visit) -> Response:
     console = visit.console
     found = await console.cloud.devices_of(visit.me)
     online = await console.presence.online([device.token for device in found])
-    listed = [Listed(device, label_of(device), device.token in online,
+    profiles = {profile.device.id: profile for profile in await console.cloud.profiles.page(
+        ProfileQuery(visit.me.id, MAX_PAGE))}
+    listed = [Listed(device, label_of(device, profiles.get(device.id)),
+                     profiles[device.id].tags if device.id in profiles else [],
+                     device.token in online,
                      device_status(device, device.token in online)["lastSeen"],
                      newest_values(await console.cloud.list_fields(device)))
               for device in found]
@@ -158,6 +164,22 @@ def connect_info(console: Console, request_base: str) -> Connect:
     scheme = "wss" if base.startswith("https://") else "ws"
     return Connect(base, f"{scheme}://{urlsplit(base).netloc}/ws", mqtt, mqtts,
                    is_loopback_url(base), bool(settings.public_url))
+
+
+@page()
+async def describe(visit: Visit) -> Response:
+    """Name, describe and tag one's device (tags comma-separated)."""
+    device = await visit.owned()
+    if device is None:
+        return visit.not_found()
+    profiles = visit.console.cloud.profiles
+    tags = [tag for tag in visit.text("tags").split(",") if tag.strip()]
+    try:
+        await profiles.change(visit.me, await profiles.owned_by_device(visit.me, device),
+                              ProfileChanges(visit.text("name"), visit.text("description"), tags))
+    except DeviceCloudError as problem:
+        return visit.go(group_url(device), sentence(str(problem)), error=True)
+    return visit.go(group_url(device), "Saved.")
 
 
 @page()

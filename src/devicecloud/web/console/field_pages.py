@@ -27,7 +27,7 @@ from devicecloud.web.console.pages import (
     page,
     sentence,
 )
-from devicecloud.web.console.rendering import row
+from devicecloud.web.console.rendering import mac_text, row
 from devicecloud.web.console.state import Console
 
 HISTORY_PAGE_SIZE = 50
@@ -80,7 +80,9 @@ async def group(visit: Visit) -> Response:
     console = visit.console
     fields = await console.cloud.list_fields(device)
     shown, page_number, pages = _fields_page(fields, visit.request.query_params.get("page", ""))
+    profile = await console.cloud.profiles.owned_by_device(visit.me, device)
     return visit.render("group.html", device=device, status=await _status(console, device),
+                        profile=profile, label=profile.name or mac_text(device.mac),
                         rows=[row(field.record()) for field in shown], total=len(fields),
                         page=page_number, pages=pages, bind_url=bind_url(visit.base_url, device),
                         sparks=await _sparklines(console, shown),

@@ -355,7 +355,7 @@
       let shownRows = 0;
       const rows = Array.from(body.rows).sort(orders[sort.value] || orders.name);
       for (const row of rows) {
-        row.hidden = Boolean(wanted) && !compact(row.dataset.label + " " + row.dataset.mac)
+        row.hidden = Boolean(wanted) && !compact(row.dataset.label + " " + row.dataset.mac + " " + (row.dataset.tags || ""))
           .includes(wanted);
         if (!row.hidden) shownRows += 1;
         body.appendChild(row);
