@@ -1,11 +1,12 @@
-"""Naming, tagging and describing a device in the console: the list and the page show it, the
-API sees the same, and only the owner can change it."""
+"""Naming, tagging, describing and deleting a device in the console: the list and the page show
+it, the API sees the same, and only the owner can change it."""
 
 from __future__ import annotations
 
 import httpx
+from support.clients import WsDevice
 from support.console_client import ConsoleUser
-from support.server import Server
+from support.server import Server, random_mac
 
 
 def test_a_name_and_tags_given_in_the_console_show_everywhere(server: Server) -> None:
@@ -39,3 +40,39 @@ def test_a_name_and_tags_given_in_the_console_show_everywhere(server: Server) ->
     bob = ConsoleUser.sign_up(server)
     refused = bob.post(f"/console/devices/{token}/describe", name="mine", tags="", description="")
     assert refused.status_code == 404
+
+
+async def test_deleting_a_device_removes_it_with_its_data(server: Server) -> None:
+    mac = random_mac()
+    token = server.register(mac)
+    ada, bob = ConsoleUser.sign_up(server), ConsoleUser.sign_up(server)
+    ada.bind(token)
+    device = await WsDevice.connect(server.ws_url, token)
+    try:
+        assert (await device.request(100, name="temp", value=20))["code"] == 200
+        assert (await device.request(101, name="temp", value=21))["code"] == 200
+        upload = httpx.post(f"{server.url}/api/v2/{token}/uploadFile",
+                            data={"name": "photo", "deviceToken": token},
+                            files={"file": ("cat.jpeg", b"\xff\xd8\xff" + b"j" * 200,
+                                            "image/jpeg")}).json()
+        photo = upload["data"]["value"]
+        assert httpx.get(photo).status_code == 200
+        assert (await device.recv_json())["cmd"] == 105  # told of the file
+        assert bob.post(f"/console/devices/{token}/delete").status_code == 404
+        page = ada.get(f"/console/devices/{token}").text
+        assert f'action="/console/devices/{token}/delete"' in page  # behind a confirm step
+        deleted = ada.post(f"/console/devices/{token}/delete")
+        assert "is deleted, with its data" in ada.flash(deleted)
+
+        answer = await device.request(104, name="temp")  # its connection is logged out
+        assert answer["code"] == 500 and "not logged in" in answer["msg"], answer
+    finally:
+        await device.close()
+    assert httpx.get(f"{server.url}/api/v2/{token}/list").json()["code"] == 500
+    assert httpx.get(photo).status_code == 404
+    assert token not in ada.get("/console/devices").text
+    assert httpx.get(f"{server.url}/api/v1/devices",
+                     headers={"Authorization": f"Bearer {ada.api_key()}"}).json()["items"] == []
+    again = server.register(mac)  # registering again is a new device
+    assert again != token
+    assert httpx.get(f"{server.url}/api/v2/{again}/list").json()["data"]["rows"] == []

@@ -51,6 +51,14 @@ class DeviceReleased:
 
 
 @dataclass(slots=True, frozen=True)
+class DeviceDeleted:
+    """A device was deleted with its data by its owner: its token names nothing now, and its
+    live connections are no longer logged in."""
+
+    device_token: str
+
+
+@dataclass(slots=True, frozen=True)
 class ReleaseRequested:
     """The device's token asked to release it from its owner, who confirms or refuses."""
 
@@ -95,8 +103,8 @@ class EspAiMessage:
     message: dict[str, Any]
 
 
-Event = (FieldChanged | DeviceBound | DeviceReleased | ReleaseRequested | DeviceUpdated |
-         ConnectionClaimed | PresenceChanged | EspAiMessage)
+Event = (FieldChanged | DeviceBound | DeviceReleased | DeviceDeleted | ReleaseRequested |
+         DeviceUpdated | ConnectionClaimed | PresenceChanged | EspAiMessage)
 
 
 FIELD_CHANGED = "field.changed"

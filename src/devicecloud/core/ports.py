@@ -28,6 +28,10 @@ class DeviceStore(Protocol):
 
     async def device_by_mac(self, mac: str) -> Device | None: ...
 
+    async def delete_device(self, device_id: int, owner_id: int, now: int) -> list[str] | None:
+        """Delete the device and all its data if `owner_id` owns it (None otherwise: nothing
+        changed); the ids of the files whose blobs are to be removed."""
+
     async def release_device(self, device_id: int, owner_id: int, now: int) -> bool:
         """Unbind the device (and end its ESP-AI agent binding) if `owner_id` owns it; False
         (nothing changed) if another account or none does."""

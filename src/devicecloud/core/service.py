@@ -25,6 +25,7 @@ from devicecloud.core.events import (
     FILE_UPLOADED,
     Change,
     DeviceBound,
+    DeviceDeleted,
     DeviceReleased,
     DeviceUpdated,
     FieldChanged,
@@ -230,6 +231,16 @@ class DeviceCloud:
         device.owner_id = None
         self.bus.publish(DeviceReleased(device.token))
         return True
+
+    async def delete_device(self, device: Device, account: Account) -> None:
+        """Delete the account's device with its fields, history and files; NotFound if it is
+        not the account's. A device that registers again afterwards is a new one, with a new
+        token; its live connections are logged out at once."""
+        files = await self.store.delete_device(device.id, account.id, now_ms())
+        if files is None:
+            raise NotFound("this device is not this account's")
+        await self.blobs.delete(files)
+        self.bus.publish(DeviceDeleted(device.token))
 
     # fields --------------------------------------------------------------------------------
 

@@ -11,7 +11,14 @@ from functools import partial
 from typing import Any
 
 from devicecloud.core.errors import DeviceCloudError
-from devicecloud.core.events import Change, DeviceBound, DeviceUpdated, Event, FieldChanged
+from devicecloud.core.events import (
+    Change,
+    DeviceBound,
+    DeviceDeleted,
+    DeviceUpdated,
+    Event,
+    FieldChanged,
+)
 from devicecloud.core.models import Device, Field
 from devicecloud.core.service import DeviceCloud
 from devicecloud.gateways.hub import Hub, push_body
@@ -163,6 +170,9 @@ class DeviceSession:
         elif isinstance(event, DeviceBound):
             body = {"deviceToken": event.device_token, "userName": event.display_name}
             self.outbox.push("\0bound", ezdata.reply(Command.BOUND, body))
+        elif isinstance(event, DeviceDeleted) and self.device is not None:
+            self.hub.leave(self.device.token, self)  # its token names nothing now
+            self.device = None
         elif isinstance(event, DeviceUpdated) and self.device is not None:
             self.device.downlink_limit = event.downlink_limit
 

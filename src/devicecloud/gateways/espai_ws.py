@@ -21,7 +21,7 @@ from devicecloud.core.errors import DeviceCloudError, InvalidRequest
 from devicecloud.core.espai.models import EspAiDevice
 from devicecloud.core.espai.platform import EspAi
 from devicecloud.core.espai.values import UNBOUND_NOTICE
-from devicecloud.core.events import DeviceReleased, EspAiMessage, Event
+from devicecloud.core.events import DeviceDeleted, DeviceReleased, EspAiMessage, Event
 from devicecloud.core.models import loads
 from devicecloud.gateways.hub import Hub
 from devicecloud.gateways.ws_protocol import direct_protocol, disconnect
@@ -48,7 +48,7 @@ class EspAiConnection:
         """ESP-AI messages go to the firmware; a release sends the unbound notice and closes."""
         if isinstance(event, EspAiMessage):
             self.send(event.message)
-        elif isinstance(event, DeviceReleased):
+        elif isinstance(event, DeviceReleased | DeviceDeleted):
             self.finish(unbound_notice())
 
     async def drain(self) -> None:

@@ -111,6 +111,25 @@ def owner_changed(conn: Connection, device_id: int, owner_id: int, now: int) -> 
     record_for(conn, device_id, owner_id, DEVICE_BOUND, "{}", now)
 
 
+def _delete_device(conn: Connection, device_id: int, owner_id: int, now: int) -> list[str] | None:
+    """Delete the device with its fields, history, files, pairing code and tags if `owner_id`
+    owns it (None otherwise); the ids of its files, whose blobs go after the commit. Its owner
+    is told `device.released`; the account's earlier events of it stay."""
+    owned = conn.execute("SELECT 1 FROM devices WHERE id = ? AND owner_id = ?",
+                         (device_id, owner_id)).fetchone()
+    if owned is None:
+        return None
+    record_for(conn, device_id, owner_id, DEVICE_RELEASED, "{}", now)
+    files = [row[0] for row in conn.execute("SELECT id FROM files WHERE device_id = ?",
+                                            (device_id,))]
+    conn.execute("DELETE FROM field_history WHERE field_id IN "
+                 "(SELECT id FROM fields WHERE device_id = ?)", (device_id,))
+    for table in ("fields", "files", "pair_codes", "device_tags"):
+        conn.execute(f"DELETE FROM {table} WHERE device_id = ?", (device_id,))
+    conn.execute("DELETE FROM devices WHERE id = ?", (device_id,))
+    return files
+
+
 def _devices_of(conn: Connection, owner_id: int) -> list[Device]:
     rows = conn.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE owner_id = ? ORDER BY id",
                         (owner_id,))
@@ -166,6 +185,9 @@ class SqlDevices(SqlPart):
 
     async def release_device(self, device_id: int, owner_id: int, now: int) -> bool:
         return await self._writer.call(_release_device, device_id, owner_id, now)
+
+    async def delete_device(self, device_id: int, owner_id: int, now: int) -> list[str] | None:
+        return await self._writer.call(_delete_device, device_id, owner_id, now)
 
     async def bind_device(self, device_id: int, owner_id: int, now: int) -> bool:
         return await self._writer.call(_bind_device, device_id, owner_id, now)

@@ -31,6 +31,7 @@ def routes() -> list[BaseRoute]:
         Route("/console/devices/pair", device_pages.add_by_pair_code, methods=POST),
         Route("/console/devices/allow", device_pages.add_by_mac, methods=POST),
         Route("/console/devices/{token}/describe", device_pages.describe, methods=POST),
+        Route("/console/devices/{token}/delete", device_pages.delete, methods=POST),
         Route(DEVICE, field_pages.group, methods=GET),
         Route(f"{DEVICE}/fields/add", field_pages.add_field, methods=POST),
         Route(f"{DEVICE}/fields/edit", field_pages.edit_field, methods=POST),

@@ -167,6 +167,19 @@ def connect_info(console: Console, request_base: str) -> Connect:
 
 
 @page()
+async def delete(visit: Visit) -> Response:
+    """Delete one's device with its data (asked to confirm first, see _confirm.html)."""
+    device = await visit.owned()
+    if device is None:
+        return visit.not_found()
+    try:
+        await visit.console.cloud.delete_device(device, visit.me)
+    except DeviceCloudError as problem:
+        return visit.go(HOME, sentence(str(problem)), error=True)
+    return visit.go(HOME, f"{mac_text(device.mac)} is deleted, with its data.")
+
+
+@page()
 async def describe(visit: Visit) -> Response:
     """Name, describe and tag one's device (tags comma-separated)."""
     device = await visit.owned()
