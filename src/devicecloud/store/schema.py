@@ -77,8 +77,7 @@ field_history = Table(
     Column("value", Text, nullable=False),
     Column("data_type", String(16), nullable=False),
     Column("created_at", BigInteger, nullable=False),
-    Index("ix_field_history_field", "field_id", "id"),
-    Index("ix_field_history_field_time", "field_id", "created_at"),
+    Index("ix_field_history_field_time", "field_id", "created_at", "id"),
 )
 
 files = Table(

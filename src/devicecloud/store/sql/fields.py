@@ -233,7 +233,7 @@ def _history_page(conn: Connection, field_id: str, limit: int,
     total = conn.execute("SELECT COUNT(*) FROM field_history WHERE field_id = ?",
                          (field_id,)).fetchone()[0]
     rows = conn.execute("SELECT value, data_type, created_at FROM field_history "
-                        "WHERE field_id = ? ORDER BY id DESC LIMIT ? OFFSET ?",
+                        "WHERE field_id = ? ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
                         (field_id, limit, offset))
     return [HistoryEntry(orjson.loads(v), t, c) for v, t, c in rows], total
 

@@ -1,4 +1,5 @@
-"""An index of each field's history by time, for range reads and buckets.
+"""Each field's history indexed by time (then id) instead of by id alone: range reads and
+buckets use it, and so do EzData's newest-first pages, so every change still updates one index.
 
 Revision ID: 0010
 Revises: 0009
@@ -13,8 +14,11 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index("ix_field_history_field_time", "field_history", ["field_id", "created_at"])
+    op.create_index("ix_field_history_field_time", "field_history",
+                    ["field_id", "created_at", "id"])
+    op.drop_index("ix_field_history_field", "field_history")
 
 
 def downgrade() -> None:
+    op.create_index("ix_field_history_field", "field_history", ["field_id", "id"])
     op.drop_index("ix_field_history_field_time", "field_history")
