@@ -127,6 +127,32 @@ async def test_a_switch_and_a_stepper_edit_in_place(server: Server, browser: Bro
     assert await tab.page.evaluate("window.sameDocument") is True
     assert "number" in (await tab.page.text_content("#quick-note") or "")
     assert await tab.page.evaluate("window.sameDocument") is True  # never reloaded
+
+
+async def test_the_edit_and_add_forms_work_in_place(server: Server, browser: Browser) -> None:
+    tab, token, device = await owned_device(server, browser)
+    await device.request(100, name="mode", value="eco")
+    await tab.open_group(token)
+    await tab.page.evaluate("window.sameDocument = true")
+    row = tab.page.locator("#fields tr[data-name=mode]")
+    await row.locator("details.f-edit > summary").click()
+    await row.locator("details.f-edit > form textarea[name=value]").fill("boost")
+    await row.locator("details.f-edit > form button.primary").click()
+    pushed = await device.recv_json(timeout=4)
+    assert pushed["cmd"] == 107 and pushed["body"]["value"] == "boost"
+    await tab.wait_cell("mode", "boost")
+    assert not await row.locator("details.f-edit").evaluate("d => d.open")
+    await tab.page.locator("details.add-field > summary").click()
+    add = tab.page.locator("#add-field")
+    await add.locator("input[name=name]").fill("label")
+    await add.locator("select[name=type]").select_option("text")
+    await add.locator("textarea[name=value]").fill("porch")
+    await add.locator("button.primary").click()
+    added = await device.recv_json(timeout=4)
+    assert added["cmd"] == 109 and added["body"]["name"] == "label"
+    await tab.wait_cell("label", "porch")
+    assert await add.locator("input[name=name]").input_value() == ""
+    assert await tab.page.evaluate("window.sameDocument") is True  # never reloaded
     await device.close()
     assert not tab.dialogs and not tab.errors
     await tab.close()

@@ -260,8 +260,9 @@
       });
   }
 
-  // A switch or stepper sends its form itself and the page stays; the live feed shows the
-  // result. Where that cannot be done (an expired form, a lost session) the form is sent as usual.
+  // A switch, a stepper, a field's Edit form and the Add form send themselves and the page
+  // stays; the live feed shows the result. Where that cannot be done (an expired form, a lost
+  // session, an upload over the limit) the form is sent as usual.
   function quickEdits() {
     const note = document.getElementById("quick-note");
     document.addEventListener("click", (event) => {
@@ -298,6 +299,10 @@
       note.textContent = reply.message || reply.error || "";
       note.className = "note" + (reply.error ? " error" : "");
       note.hidden = false;
+      if (reply.error) return;
+      const opened = form.closest("details.f-edit");
+      if (opened) opened.open = false;
+      if (form.id === "add-field") form.reset();
     });
   }
 
