@@ -114,8 +114,9 @@ class Server:
                    # Every test comes from 127.0.0.1: a limit per address is for its own tests.
                    "--limit", "ip.register=1000/s:10000", "--limit", "ip.connects=off",
                    "--limit", "ip.connections=off",
-                   # Tests flood single devices; device.messages is for its own tests.
-                   "--limit", "device.messages=off", *self.extra_args]
+                   # Tests flood single devices and accounts; those limits have their own.
+                   "--limit", "device.messages=off", "--limit", "account.api=off",
+                   *self.extra_args]
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                         env={**os.environ, **self.env})
         deadline = time.monotonic() + timeout
