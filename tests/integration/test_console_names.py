@@ -76,3 +76,23 @@ async def test_deleting_a_device_removes_it_with_its_data(server: Server) -> Non
     again = server.register(mac)  # registering again is a new device
     assert again != token
     assert httpx.get(f"{server.url}/api/v2/{again}/list").json()["data"]["rows"] == []
+
+
+def test_a_field_s_unit_is_shown_beside_its_values_and_goes_with_it(server: Server) -> None:
+    token = server.register()
+    ada = ConsoleUser.sign_up(server)
+    ada.bind(token)
+    for value in (20.5, 21.5):
+        httpx.post(f"{server.url}/api/v2/{token}/add", json={"name": "temp", "value": value})
+    done = ada.post(f"/console/devices/{token}/fields/unit", name="temp", unit=" °C ")
+    assert ada.flash(done) == "temp is now in °C."
+    page = ada.get(f"/console/devices/{token}").text
+    assert '<span class="f-value">21.5</span> <span class="f-unit">°C</span>' in page
+    assert "20.5 \u2013 21.5 °C" in page  # the sparkline's range
+    assert "at most 16 characters" in ada.flash(
+        ada.post(f"/console/devices/{token}/fields/unit", name="temp", unit="x" * 17))
+    assert "No field named" in ada.flash(
+        ada.post(f"/console/devices/{token}/fields/unit", name="nope", unit="%"))
+    assert ada.flash(ada.post(f"/console/devices/{token}/fields/delete", name="temp"))
+    httpx.post(f"{server.url}/api/v2/{token}/add", json={"name": "temp", "value": 1})
+    assert 'class="f-unit"' not in ada.get(f"/console/devices/{token}").text  # gone with it

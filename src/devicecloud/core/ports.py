@@ -77,6 +77,14 @@ class DeviceStore(Protocol):
 class FieldStore(Protocol):
     """The data fields of devices and their history."""
 
+    async def set_unit(self, device_id: int, name: str, unit: str) -> bool:
+        """Give the device's field `name` its unit ("" removes it); False if there is none."""
+        ...
+
+    async def units_of(self, device_id: int) -> dict[str, str]:
+        """The units of the device's fields that have one, by field name."""
+        ...
+
     async def add_field(self, device_id: int, name: str, value: Any, encoded: bytes,
                         data_type: str, permissions: str, ids: tuple[str, str],
                         now: int, most: int | None = 1000, source: str = "device") -> Field:

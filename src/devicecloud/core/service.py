@@ -52,6 +52,7 @@ the owner confirms it sooner or refuses it."""
 REFUSAL_MS = 30 * 24 * 3600 * 1000
 """After the owner refuses a release, further requests by token are refused this long."""
 MAX_NAME_LENGTH = 128
+MAX_UNIT_LENGTH = 16
 MAX_VALUE_BYTES = 60 * 1024
 MAX_HISTORY_PAGE = 1_000_000
 MAX_HISTORY_SIZE = 1000
@@ -231,6 +232,19 @@ class DeviceCloud:
         device.owner_id = None
         self.bus.publish(DeviceReleased(device.token))
         return True
+
+    async def set_unit(self, device: Device, name: object, unit: object) -> str:
+        """Give a field the unit its values are in (at most 16 characters; "" removes it);
+        NotFound if the device has no such field. Answers the unit as stored."""
+        if not isinstance(unit, str) or len(unit.strip()) > MAX_UNIT_LENGTH:
+            raise InvalidRequest(f"a unit is at most {MAX_UNIT_LENGTH} characters")
+        checked = check_name(name)
+        if not await self.store.set_unit(device.id, checked, unit.strip()):
+            raise NotFound(f"no field named {checked!r}")
+        return unit.strip()
+
+    async def units(self, device: Device) -> dict[str, str]:
+        return await self.store.units_of(device.id)
 
     async def delete_device(self, device: Device, account: Account) -> None:
         """Delete the account's device with its fields, history and files; NotFound if it is

@@ -70,6 +70,13 @@ fields = Table(
     UniqueConstraint("device_id", "name", name="uq_fields_device_name"),
 )
 
+# The unit an owner gives a field's values ("°C", "%"), shown beside them (migration 0011).
+field_units = Table(
+    "field_units", metadata,
+    Column("field_id", String(32), primary_key=True),
+    Column("unit", String(16), nullable=False),
+)
+
 field_history = Table(
     "field_history", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),

@@ -122,8 +122,9 @@ def _delete_device(conn: Connection, device_id: int, owner_id: int, now: int) ->
     record_for(conn, device_id, owner_id, DEVICE_RELEASED, "{}", now)
     files = [row[0] for row in conn.execute("SELECT id FROM files WHERE device_id = ?",
                                             (device_id,))]
-    conn.execute("DELETE FROM field_history WHERE field_id IN "
-                 "(SELECT id FROM fields WHERE device_id = ?)", (device_id,))
+    for table in ("field_history", "field_units"):
+        conn.execute(f"DELETE FROM {table} WHERE field_id IN "
+                     "(SELECT id FROM fields WHERE device_id = ?)", (device_id,))
     for table in ("fields", "files", "pair_codes", "device_tags"):
         conn.execute(f"DELETE FROM {table} WHERE device_id = ?", (device_id,))
     conn.execute("DELETE FROM devices WHERE id = ?", (device_id,))

@@ -206,6 +206,7 @@ def _delete_field(conn: Connection, device_id: int, name: str, source: str,
     if row is None:
         return None
     conn.execute("DELETE FROM field_history WHERE field_id = ?", (row[0],))
+    conn.execute("DELETE FROM field_units WHERE field_id = ?", (row[0],))
     record(conn, [(device_id, FIELD_DELETED, field_data(name, None, source), now)])
     return _field(row)
 
@@ -226,6 +227,24 @@ def _field_by_data_token(conn: Connection, data_token: str) -> Field | None:
     row = conn.execute(f"SELECT {_FIELD_COLUMNS} FROM fields WHERE data_token = ?",
                        (data_token,)).fetchone()
     return _field(row) if row else None
+
+
+def _set_unit(conn: Connection, device_id: int, name: str, unit: str) -> bool:
+    """Give the field its unit ("" takes it away); False if the device has no such field."""
+    found = conn.execute("SELECT id FROM fields WHERE device_id = ? AND name = ?",
+                         (device_id, name)).fetchone()
+    if found is None:
+        return False
+    conn.execute("DELETE FROM field_units WHERE field_id = ?", (found[0],))
+    if unit:
+        conn.execute("INSERT INTO field_units (field_id, unit) VALUES (?, ?)", (found[0], unit))
+    return True
+
+
+def _units_of(conn: Connection, device_id: int) -> dict[str, str]:
+    rows = conn.execute("SELECT f.name, u.unit FROM field_units u JOIN fields f ON f.id = "
+                        "u.field_id WHERE f.device_id = ?", (device_id,))
+    return {name: unit for name, unit in rows}
 
 
 def _history_page(conn: Connection, field_id: str, limit: int,
@@ -258,6 +277,12 @@ class SqlFields(SqlPart):
                 self._known.clear()
             self._known[field.device_id, field.name] = (field.id, field.data_token,
                                                          field.permissions, field.created_at)
+
+    async def set_unit(self, device_id: int, name: str, unit: str) -> bool:
+        return await self._writer.call(_set_unit, device_id, name, unit)
+
+    async def units_of(self, device_id: int) -> dict[str, str]:
+        return await self._reader.call(_units_of, device_id)
 
     async def add_field(self, device_id: int, name: str, value: Any, encoded: bytes,
                         data_type: str, permissions: str, ids: tuple[str, str],

@@ -35,6 +35,7 @@ def routes() -> list[BaseRoute]:
         Route(DEVICE, field_pages.group, methods=GET),
         Route(f"{DEVICE}/fields/add", field_pages.add_field, methods=POST),
         Route(f"{DEVICE}/fields/edit", field_pages.edit_field, methods=POST),
+        Route(f"{DEVICE}/fields/unit", field_pages.set_unit, methods=POST),
         Route(f"{DEVICE}/fields/delete", field_pages.delete_field, methods=POST),
         Route(f"{DEVICE}/history", field_pages.history, methods=GET),
         Route(f"{DEVICE}/release", device_pages.release, methods=POST),

@@ -83,6 +83,7 @@ async def group(visit: Visit) -> Response:
     profile = await console.cloud.profiles.owned_by_device(visit.me, device)
     return visit.render("group.html", device=device, status=await _status(console, device),
                         profile=profile, label=profile.name or mac_text(device.mac),
+                        units=await console.cloud.units(device),
                         rows=[row(field.record()) for field in shown], total=len(fields),
                         page=page_number, pages=pages, bind_url=bind_url(visit.base_url, device),
                         sparks=await _sparklines(console, shown),
@@ -164,6 +165,15 @@ async def add_field(visit: Visit) -> Response:
 @page()
 async def edit_field(visit: Visit) -> Response:
     return await _write_field(visit, adding=False)
+
+
+@page()
+async def set_unit(visit: Visit) -> Response:
+    async def change(device: Device) -> str:
+        name = visit.text("name")
+        unit = await visit.console.cloud.set_unit(device, name, visit.text("unit"))
+        return f"{name} is now in {unit}." if unit else f"{name} has no unit now."
+    return await _on_field(visit, change)
 
 
 @page()
