@@ -34,6 +34,7 @@ from support.server import (
 )
 from support.services import PrivateRedis
 from support.tls import NAMES, TlsFiles, TlsServer, der, presented
+from support.tls import mqtts_device as connect_mqtts
 
 from devicecloud.protocols import mqtt
 from devicecloud.protocols.ezdata_mqtt import down_topic, up_topic
@@ -72,20 +73,9 @@ def stored(tls: TlsServer, token: str, name: str) -> Any:
     return reply.json()["data"]
 
 
-async def mqtts_device(tls: TlsServer, token: str, mac: str,
-                       context: ssl.SSLContext | None = None) -> RawMqtt:
-    """An EzData device over MQTT/TLS, connected and subscribed."""
-    reader, writer = await asyncio.open_connection(
-        "127.0.0.1", tls.mqtts_port, ssl=context or tls.files.client(),
-        server_hostname="localhost")
-    client = RawMqtt(reader, writer)
-    await client.send(client.session.connect(mqtt.Connect(client_id=client_id(mac),
-                                                          username=token)))
-    assert await client.recv() == mqtt.Connack(False, 0)
-    packet_id, data = client.session.subscribe([(down_topic(token), 0)])
-    await client.send(data)
-    assert await client.recv() == mqtt.Suback(packet_id, [0])
-    return client
+async def mqtts_device(tls: TlsServer, token: str, mac: str) -> RawMqtt:
+    """An EzData device over MQTT/TLS on the server's MQTTS port, connected and subscribed."""
+    return await connect_mqtts(tls.mqtts_port, tls.files.client(), token, mac)
 
 
 def logged(tls: TlsServer, text: str, timeout: float = 5.0) -> str:
